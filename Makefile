@@ -1,0 +1,44 @@
+# Every target does its own set-up on a fresh machine: a .venv in the checkout and the npm
+# packages the interop tests use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 3000
+
+.PHONY: install run test check format lint typecheck conformance clean
+
+install: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+node_modules/.installed: package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: install
+	$(BIN)/hub serve
+
+test: install
+	$(BIN)/pytest
+
+format: install
+	$(BIN)/ruff format hub tests
+
+lint: install
+	$(BIN)/ruff format --check hub tests
+	$(BIN)/ruff check hub tests
+
+typecheck: install
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+conformance: install
+	PORT=$(PORT) $(BIN)/python -m hub.conformance
+
+clean:
+	rm -rf $(VENV) node_modules

@@ -1,0 +1,1 @@
+"""hub: a Socket.IO server for Python on Trio."""

@@ -1,0 +1,478 @@
+"""Engine.IO v4 over trio: the sessions of one endpoint, on long-polling and WebSocket.
+
+:class:`EngineServer` answers the HTTP requests and WebSockets of its path, drives each
+:class:`~hub.engineio.Session` (the sans-I/O state machine) with real time, and hands messages to
+an :class:`EngineHandler` (the Socket.IO server, or the bare echo endpoint of the conformance
+app). Each session runs in its own nursery (its heartbeat and the tasks the handler starts), under
+the engine's nursery; a WebSocket's reader runs in its connection's task.
+
+A peer's mistake ends its session only, with engine.io's HTTP 400 answer
+(``{"code": N, "message": "..."}``) or a WebSocket close, and one log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import attrs
+import trio
+
+from hub.engineio.outgoing import Outgoing
+from hub.engineio.packets import Packet, PacketType, decode_packet, decode_payload
+from hub.engineio.session import Incoming, Session, SessionOptions, State, Transport
+from hub.errors import EngineErrorCode, EngineIOError
+from hub.transport.http import Request, Response, WebSocket, WebSocketClosed
+
+__all__ = ["Cors", "EngineHandler", "EngineOptions", "EngineServer", "EngineSocket"]
+
+log = logging.getLogger("hub.engineio")
+
+_PING = Outgoing(Packet(PacketType.PING))
+_NOOP = Outgoing(Packet(PacketType.NOOP))
+_CLOSE = Outgoing(Packet(PacketType.CLOSE))
+_PROBE_REPLY = Outgoing(Packet(PacketType.PONG, "probe"))
+
+
+@attrs.frozen
+class Cors:
+    """Which browser origins may talk to the endpoint.
+
+    Args:
+        origins: ``"*"`` for any, a list of exact origins, or a predicate on the origin.
+        credentials: send ``Access-Control-Allow-Credentials: true`` (then the origin is echoed
+            instead of ``*``).
+
+    A request with an ``Origin`` header that is not allowed is refused with HTTP 403
+    (engine.io code 4, "Forbidden"), on polling and on the WebSocket handshake alike. A request
+    without ``Origin`` (not from a browser) is let through.
+    """
+
+    origins: str | Sequence[str] | Callable[[str], bool] = "*"
+    credentials: bool = False
+
+    def allows(self, origin: str) -> bool:
+        if isinstance(self.origins, str):
+            return self.origins == "*" or self.origins == origin
+        if callable(self.origins):
+            return self.origins(origin)
+        return origin in self.origins
+
+    def headers(self, request: Request) -> tuple[tuple[str, str], ...] | None:
+        """The CORS headers for ``request``, or None when its origin is refused."""
+        origin = request.headers.get("origin")
+        if origin is None:
+            return ()
+        if not self.allows(origin):
+            return None
+        if self.origins == "*" and not self.credentials:
+            return (("Access-Control-Allow-Origin", "*"),)
+        headers: tuple[tuple[str, str], ...] = (
+            ("Access-Control-Allow-Origin", origin),
+            ("Vary", "Origin"),
+        )
+        if self.credentials:
+            headers += (("Access-Control-Allow-Credentials", "true"),)
+        return headers
+
+
+@attrs.frozen
+class EngineOptions:
+    """How an Engine.IO endpoint behaves."""
+
+    session: SessionOptions = SessionOptions()
+    cors: Cors = Cors()
+    transports: tuple[str, ...] = ("polling", "websocket")
+
+
+class EngineHandler(Protocol):
+    """What the layer above Engine.IO implements."""
+
+    def on_open(self, socket: EngineSocket) -> None:
+        """A session opened; ``socket.nursery`` is ready for the handler's tasks."""
+
+    def on_message(self, socket: EngineSocket, data: str | bytes) -> None:
+        """A message arrived. Called in order, synchronously; start a task for slow work."""
+
+    async def on_close(self, socket: EngineSocket, reason: str) -> None:
+        """The session ended; the session's nursery is cancelled once this returns."""
+
+
+def _error(code: EngineErrorCode, message: str | None = None, *, status: int = 400) -> Response:
+    return Response.json(status, {"code": int(code), "message": message or code.message})
+
+
+def _error_of(exc: EngineIOError) -> Response:
+    return _error(exc.code, exc.message, status=exc.status)
+
+
+class EngineSocket:
+    """One Engine.IO session as the handler sees it.
+
+    Attributes:
+        sid: the session id.
+        request: the request that opened the session (headers, query, client address).
+        nursery: the session's nursery; tasks started here end with the session.
+        data: free for the handler's use.
+    """
+
+    def __init__(self, server: EngineServer, session: Session, request: Request) -> None:
+        self._server = server
+        self.session = session
+        self.sid = session.sid
+        self.request = request
+        self.nursery: trio.Nursery | None = None
+        self.data: object = None
+        self._ws: WebSocket | None = None
+        self._probe_ws: WebSocket | None = None
+        self._changed = trio.Event()
+        self._ended = trio.Event()
+        self._timer: trio.CancelScope | None = None
+
+    @property
+    def transport(self) -> str:
+        return self.session.transport.value
+
+    @property
+    def closed(self) -> bool:
+        return self.session.closed
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def send_nowait(self, message: Outgoing) -> None:
+        """Send one Engine.IO packet; never waits. Does nothing once the session is closed."""
+        session = self.session
+        if session.state is State.CLOSED:
+            return
+        ws = self._ws
+        if ws is not None:
+            if ws.closed:
+                self._end("transport close")
+                return
+            ws.send_nowait(message)
+            return
+        try:
+            session.queue(message)
+        except OverflowError:
+            self._end("slow consumer")
+            return
+        self._wake()
+
+    def send_message(self, data: str | bytes) -> None:
+        """Send one ``message`` packet."""
+        self.send_nowait(Outgoing.message_of(data))
+
+    def close(self, reason: str = "forced close") -> None:
+        """Close the session from the server side: the client gets an Engine.IO ``close``.
+
+        The stock client reconnects by itself after this (unlike after a Socket.IO disconnect).
+        """
+        if self.session.closed:
+            return
+        ws = self._ws
+        if ws is not None:
+            ws.send_nowait(_CLOSE)
+            ws.close_nowait(1000)
+        self._end(reason)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _rearm(self) -> None:
+        if self._timer is not None:
+            self._timer.deadline = self.session.next_deadline()
+
+    def _end(self, reason: str) -> None:
+        """The session is over (if it was not already); wake everything that waits on it."""
+        self.session.close(reason)
+        if not self._ended.is_set():
+            self._ended.set()
+            self._wake()
+            for ws in (self._ws, self._probe_ws):
+                if ws is not None:
+                    ws.close_nowait(1000)
+            self._server._forget(self)
+
+    async def _run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The session's own nursery: heartbeat and the handler's tasks."""
+        handler = self._server.handler
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                nursery.start_soon(self._heartbeat)
+                task_status.started()
+                handler.on_open(self)
+                await self._ended.wait()
+                with trio.CancelScope(shield=True), trio.move_on_after(10):
+                    await handler.on_close(self, self.session.close_reason or "transport close")
+                nursery.cancel_scope.cancel()
+        finally:
+            self._end(self.session.close_reason or "server shutting down")
+
+    async def _heartbeat(self) -> None:
+        session = self.session
+        while not session.closed:
+            with trio.CancelScope(deadline=session.next_deadline()) as scope:
+                self._timer = scope
+                await trio.sleep_forever()
+            self._timer = None
+            was_upgrading = session.state is State.UPGRADING
+            for packet in session.on_deadline(trio.current_time()):
+                if packet.type is PacketType.PING:
+                    self.send_nowait(_PING)
+            if session.closed:
+                log.info("session %s: %s", self.sid, session.close_reason)
+                self._end(session.close_reason or "ping timeout")
+                return
+            if was_upgrading and session.state is State.OPEN and self._probe_ws is not None:
+                self._probe_ws.close_nowait(1000)
+                self._probe_ws = None
+
+    def _receive(self, packet: Packet, *, via: Transport) -> Incoming:
+        """Feed one packet to the session and act on it. Raises EngineIOError."""
+        incoming = self.session.receive(packet, trio.current_time(), via=via)
+        if incoming is Incoming.MESSAGE:
+            self._server.handler.on_message(self, packet.data)
+        elif incoming is Incoming.PONG:
+            self._rearm()
+        elif incoming is Incoming.CLOSE:
+            self._end("transport close")
+        return incoming
+
+
+class EngineServer:
+    """The Engine.IO endpoint of one path.
+
+    Run :meth:`run` in a nursery first (it owns the sessions), then route the path's HTTP
+    requests to :meth:`handle_http` and its WebSockets to :meth:`handle_websocket`.
+    """
+
+    def __init__(self, handler: EngineHandler, options: EngineOptions | None = None) -> None:
+        self.handler = handler
+        self.options = options or EngineOptions()
+        self.sockets: dict[str, EngineSocket] = {}
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the sessions until cancelled; closing ends every session."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def close_all(self, reason: str = "server shutting down") -> None:
+        """Close every session at the Engine.IO level (the clients reconnect elsewhere)."""
+        for socket in list(self.sockets.values()):
+            socket.close(reason)
+
+    def _forget(self, socket: EngineSocket) -> None:
+        if self.sockets.get(socket.sid) is socket:
+            del self.sockets[socket.sid]
+
+    async def _open(self, request: Request, transport: Transport) -> EngineSocket:
+        if self._nursery is None:
+            raise RuntimeError("EngineServer.run() is not running")
+        sid = secrets.token_urlsafe(15)
+        session = Session(sid, transport, self.options.session, now=trio.current_time())
+        socket = EngineSocket(self, session, request)
+        self.sockets[sid] = socket
+        await self._nursery.start(socket._run)
+        return socket
+
+    # -- checks common to both transports -------------------------------------------------
+
+    def _check(self, request: Request) -> Response | tuple[tuple[str, str], ...]:
+        """Validate the query and the origin; a Response is the refusal."""
+        cors = self.options.cors.headers(request)
+        if cors is None:
+            return _error(EngineErrorCode.FORBIDDEN, status=403)
+        if request.query.get("EIO") != "4":
+            return _error(EngineErrorCode.UNSUPPORTED_PROTOCOL_VERSION).with_headers(cors)
+        if request.query.get("transport") not in self.options.transports:
+            return _error(EngineErrorCode.UNKNOWN_TRANSPORT).with_headers(cors)
+        return cors
+
+    # -- HTTP long-polling -----------------------------------------------------------------
+
+    async def handle_http(self, request: Request) -> Response:
+        """Answer a polling request (or a CORS preflight) of this endpoint."""
+        if request.method == "OPTIONS":
+            cors = self.options.cors.headers(request)
+            if cors is None:
+                return _error(EngineErrorCode.FORBIDDEN, status=403)
+            return Response(
+                204,
+                (
+                    *cors,
+                    ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
+                    ("Access-Control-Allow-Headers", "Content-Type, Authorization"),
+                    ("Access-Control-Max-Age", "86400"),
+                ),
+            )
+        checked = self._check(request)
+        if isinstance(checked, Response):
+            return checked
+        cors = checked
+        if request.query["transport"] != "polling":
+            return _error(EngineErrorCode.BAD_REQUEST, "WebSocket handshake expected").with_headers(
+                cors
+            )
+        sid = request.query.get("sid")
+        if sid is None:
+            if request.method != "GET":
+                return _error(EngineErrorCode.BAD_HANDSHAKE_METHOD).with_headers(cors)
+            socket = await self._open(request, Transport.POLLING)
+            body = "0" + socket.session.open_packet().data  # type: ignore[operator]
+            return Response.text(200, body, cors)
+        socket_or_none = self.sockets.get(sid)
+        if socket_or_none is None:
+            return _error(EngineErrorCode.UNKNOWN_SID).with_headers(cors)
+        if request.method == "GET":
+            response = await self._poll(socket_or_none, request)
+        elif request.method == "POST":
+            response = self._post(socket_or_none, request)
+        else:
+            response = _error(EngineErrorCode.BAD_REQUEST, "method not allowed")
+        return response.with_headers(cors)
+
+    async def _poll(self, socket: EngineSocket, request: Request) -> Response:
+        session = socket.session
+        try:
+            session.begin_poll()
+        except EngineIOError as exc:
+            if session.closed:
+                log.info("session %s: %s", socket.sid, exc.message)
+                socket._end(session.close_reason or "transport error")
+            return _error_of(exc)
+        try:
+            while True:
+                if session.closed:
+                    # The client's own close is answered with a noop; ours with a close packet.
+                    closer = "6" if session.close_reason == "transport close" else "1"
+                    return Response.text(200, closer)
+                if session.state is State.UPGRADING or session.transport is Transport.WEBSOCKET:
+                    return Response.text(200, "6")
+                if session.has_queued:
+                    items = session.take()
+                    return Response.text(200, "\x1e".join(i.polling_item for i in items))
+                changed = socket._changed
+                async with trio.open_nursery() as nursery:
+
+                    async def wait_disconnect(nursery: trio.Nursery = nursery) -> None:
+                        await request.disconnected.wait()
+                        nursery.cancel_scope.cancel()
+
+                    nursery.start_soon(wait_disconnect)
+                    await changed.wait()
+                    nursery.cancel_scope.cancel()
+                if request.disconnected.is_set():
+                    socket._end("transport close")
+                    return Response.text(200, "6")
+        finally:
+            session.end_poll()
+
+    def _post(self, socket: EngineSocket, request: Request) -> Response:
+        session = socket.session
+        try:
+            session.check_post()
+            if request.headers.get("content-type", "").startswith("application/octet-stream"):
+                raise EngineIOError(EngineErrorCode.BAD_REQUEST, "binary payloads are not v4")
+            packets = decode_payload(request.body, max_payload=self.options.session.max_payload)
+            for packet in packets:
+                socket._receive(packet, via=Transport.POLLING)
+                if session.closed:
+                    break
+        except EngineIOError as exc:
+            log.info("session %s: %s", socket.sid, exc.message)
+            if exc.code is not EngineErrorCode.UNKNOWN_SID:
+                socket._end("parse error")
+            return _error_of(exc)
+        return Response.text(200, "ok")
+
+    # -- WebSocket -------------------------------------------------------------------------
+
+    async def handle_websocket(self, request: Request, ws: WebSocket) -> None:
+        """Serve a WebSocket of this endpoint: a new session, or an upgrade of one."""
+        checked = self._check(request)
+        if isinstance(checked, Response):
+            await ws.reject(checked)
+            return
+        if request.query["transport"] != "websocket":
+            await ws.reject(_error(EngineErrorCode.BAD_REQUEST, "polling over a WebSocket"))
+            return
+        sid = request.query.get("sid")
+        if sid is None:
+            await ws.accept()
+            socket = await self._open(request, Transport.WEBSOCKET)
+            socket._ws = ws
+            ws.send_nowait(Outgoing(socket.session.open_packet()))
+            await self._read_websocket(socket, ws)
+            return
+        existing = self.sockets.get(sid)
+        if existing is None:
+            await ws.reject(_error(EngineErrorCode.UNKNOWN_SID))
+            return
+        if existing.session.transport is Transport.WEBSOCKET or existing._probe_ws is not None:
+            # The official suite's client needs the handshake to succeed before the close.
+            await ws.accept()
+            await ws.aclose(1000)
+            return
+        await self._upgrade(existing, ws)
+
+    async def _upgrade(self, socket: EngineSocket, ws: WebSocket) -> None:
+        session = socket.session
+        try:
+            session.begin_probe(trio.current_time())
+        except EngineIOError as exc:
+            await ws.reject(_error_of(exc))
+            return
+        socket._rearm()
+        await ws.accept()
+        socket._probe_ws = ws
+        try:
+            while session.transport is Transport.POLLING:
+                message = await ws.receive()
+                incoming = socket._receive(decode_packet(message), via=Transport.WEBSOCKET)
+                if incoming is Incoming.PROBE:
+                    ws.send_nowait(_PROBE_REPLY)
+                    socket._wake()
+                elif incoming is Incoming.UPGRADE:
+                    socket._probe_ws = None
+                    socket._ws = ws
+                    for queued in session.take():
+                        ws.send_nowait(queued)
+                    socket._rearm()
+                    socket._wake()
+        except WebSocketClosed:
+            if socket._probe_ws is ws:  # the probe failed; polling goes on
+                socket._probe_ws = None
+                if session.state is State.UPGRADING:
+                    session.state = State.OPEN
+            return
+        except EngineIOError as exc:
+            log.info("session %s: %s", socket.sid, exc.message)
+            socket._end("parse error")
+            await ws.aclose(1002, exc.message)
+            return
+        await self._read_websocket(socket, ws)
+
+    async def _read_websocket(self, socket: EngineSocket, ws: WebSocket) -> None:
+        reason = "transport close"
+        try:
+            while not socket.closed:
+                message = await ws.receive()
+                socket._receive(decode_packet(message), via=Transport.WEBSOCKET)
+        except WebSocketClosed as exc:
+            reason = "transport close" if exc.code in (1000, 1001, 1005) else "transport error"
+        except EngineIOError as exc:
+            log.info("session %s: %s", socket.sid, exc.message)
+            reason = "parse error"
+            socket._end(reason)
+            await ws.aclose(1002, exc.message)
+        finally:
+            socket._end(reason)

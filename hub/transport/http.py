@@ -1,0 +1,149 @@
+"""HTTP requests and responses as the hub's handlers see them, whatever server carries them.
+
+The native listener (:mod:`hub.transport.native`) and the ASGI adapter (:mod:`hub.transport.asgi`)
+both build a :class:`Request` and send back a :class:`Response`; a WebSocket is offered to the
+application as a :class:`WebSocket` that it accepts or rejects.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from typing import Protocol
+
+import attrs
+import trio
+
+from hub.engineio.outgoing import Outgoing
+
+__all__ = [
+    "App",
+    "Request",
+    "Response",
+    "WebSocket",
+    "WebSocketClosed",
+]
+
+
+@attrs.define(eq=False)
+class Request:
+    """One HTTP request, body read.
+
+    Attributes:
+        method: upper-case method.
+        path: the decoded path, without the query.
+        query: each query parameter's first value.
+        headers: lower-case names; repeated headers joined with ``", "``.
+        body: the whole body (bounded by the server's limit).
+        client: the peer's address and port.
+        disconnected: set when the peer goes away while the request is being answered.
+    """
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes = b""
+    client: tuple[str, int] = ("", 0)
+    disconnected: trio.Event = attrs.field(factory=trio.Event)
+
+    @classmethod
+    def build(
+        cls,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        *,
+        body: bytes = b"",
+        client: tuple[str, int] = ("", 0),
+    ) -> Request:
+        path, _, query_string = target.partition("?")
+        query: dict[str, str] = {}
+        for name, value in urllib.parse.parse_qsl(query_string, keep_blank_values=True):
+            query.setdefault(name, value)
+        merged: dict[str, str] = {}
+        for name, value in headers:
+            key = name.lower()
+            merged[key] = f"{merged[key]}, {value}" if key in merged else value
+        return cls(
+            method=method.upper(),
+            path=urllib.parse.unquote(path),
+            query=query,
+            headers=merged,
+            body=body,
+            client=client,
+        )
+
+
+@attrs.frozen
+class Response:
+    """One HTTP response."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+
+    @classmethod
+    def text(cls, status: int, text: str, headers: tuple[tuple[str, str], ...] = ()) -> Response:
+        return cls(status, (("Content-Type", "text/plain; charset=UTF-8"), *headers), text.encode())
+
+    @classmethod
+    def json(
+        cls, status: int, value: object, headers: tuple[tuple[str, str], ...] = ()
+    ) -> Response:
+        body = json.dumps(value, separators=(",", ":")).encode()
+        return cls(status, (("Content-Type", "application/json"), *headers), body)
+
+    def with_headers(self, headers: tuple[tuple[str, str], ...]) -> Response:
+        return attrs.evolve(self, headers=self.headers + headers)
+
+
+class WebSocketClosed(Exception):
+    """The WebSocket is closed.
+
+    Attributes:
+        code: the close code (1006 when the connection dropped without a close frame).
+        reason: the close reason, if any.
+    """
+
+    def __init__(self, code: int = 1006, reason: str = "") -> None:
+        super().__init__(f"WebSocket closed ({code}{': ' + reason if reason else ''})")
+        self.code = code
+        self.reason = reason
+
+
+class WebSocket(Protocol):
+    """A WebSocket offered to the application, in the native server or under ASGI."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def accept(self) -> None:
+        """Complete the handshake (101)."""
+
+    async def reject(self, response: Response) -> None:
+        """Refuse the handshake with an HTTP response."""
+
+    async def receive(self) -> str | bytes:
+        """The next whole message.
+
+        Raises:
+            WebSocketClosed: the connection is closed or the message is over the size limit.
+        """
+
+    def send_nowait(self, message: Outgoing) -> None:
+        """Send an Engine.IO packet without waiting; queued (bounded) if it cannot go now."""
+
+    def close_nowait(self, code: int = 1000, reason: str = "") -> None:
+        """Start closing: send a close frame after what is queued; never waits."""
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        """Close and wait (briefly) for what is queued to go out."""
+
+
+class App(Protocol):
+    """What a server (native or ASGI) hands its requests to."""
+
+    async def handle_http(self, request: Request) -> Response: ...
+
+    async def handle_websocket(self, request: Request, websocket: WebSocket) -> None: ...

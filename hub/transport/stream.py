@@ -1,0 +1,184 @@
+"""A TCP connection that hub owns down to the non-blocking socket.
+
+Why not ``trio.SocketStream``: a broadcast writes the same frame to thousands of sockets, and
+``await stream.send_all()`` per member costs a scheduler round-trip each. Here a write is
+synchronous (:meth:`RawStream.send_nowait`): when nothing is queued it goes straight to the
+kernel; only what the kernel does not take is queued, in a buffer bounded in bytes, and drained
+by the connection's writer task (:meth:`RawStream.run_writer`). See DESIGN.md, "Decisions
+already measured".
+
+Rules:
+- Order is kept: once anything is queued, later writes queue behind it.
+- Over ``max_buffered`` bytes queued the peer is a slow consumer: the stream is failed with
+  reason ``"slow consumer"`` and everything queued is dropped. Nobody else waits for it.
+- Closing notifies trio first (``notify_closing``), so a task blocked on the socket wakes.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import errno
+import socket
+
+import trio
+
+__all__ = ["RawStream", "StreamClosed"]
+
+_RECV_SIZE = 65536
+_WRITE_BATCH = 262144
+
+
+class StreamClosed(Exception):
+    """The stream is closed (by us, by the peer, or because it failed)."""
+
+
+class RawStream:
+    """One accepted TCP connection on a non-blocking socket.
+
+    Args:
+        sock: a connected socket; it is made non-blocking and owned from now on.
+        max_buffered: the most bytes queued for the peer before it counts as a slow consumer.
+    """
+
+    def __init__(self, sock: socket.socket, *, max_buffered: int = 4_000_000) -> None:
+        sock.setblocking(False)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # pragma: no cover - not TCP (a test's socketpair)
+            pass
+        self._sock = sock
+        self._max_buffered = max_buffered
+        self._pending: collections.deque[bytes] = collections.deque()
+        self._pending_bytes = 0
+        self._wake = trio.Event()
+        self.closed = False
+        self.close_reason: str | None = None
+        try:
+            peer = sock.getpeername()
+            self.peer: tuple[str, int] = (str(peer[0]), int(peer[1]))
+        except (OSError, IndexError, TypeError):
+            self.peer = ("", 0)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def receive_some(self) -> bytes:
+        """Wait for bytes from the peer.
+
+        Returns:
+            The bytes, or ``b""`` at end of stream.
+
+        Raises:
+            StreamClosed: the stream was closed locally.
+        """
+        while True:
+            if self.closed:
+                raise StreamClosed(self.close_reason or "closed")
+            await trio.lowlevel.wait_readable(self._sock)
+            if self.closed:
+                raise StreamClosed(self.close_reason or "closed")
+            try:
+                return self._sock.recv(_RECV_SIZE)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return b""
+
+    # -- writing ---------------------------------------------------------------------------
+
+    @property
+    def buffered(self) -> int:
+        """Bytes queued and not yet taken by the kernel."""
+        return self._pending_bytes
+
+    def send_nowait(self, data: bytes) -> None:
+        """Write ``data``, now if the kernel takes it, else queued behind what waits.
+
+        Never blocks. On a closed stream it does nothing (the owner learns of the close from
+        its reader). A peer over the buffer bound is failed as a slow consumer.
+        """
+        if self.closed:
+            return
+        if not self._pending:
+            try:
+                sent = self._sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self._fail(f"send failed: {errno.errorcode.get(exc.errno or 0, exc)}")
+                return
+            if sent == len(data):
+                return
+            data = data[sent:]
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes > self._max_buffered:
+            self._fail("slow consumer")
+            return
+        self._wake.set()
+
+    async def run_writer(self) -> None:
+        """Drain the queue whenever the kernel has room; run it in the connection's nursery."""
+        while not self.closed:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            while self._pending and not self.closed:
+                await trio.lowlevel.wait_writable(self._sock)
+                if self.closed:
+                    return
+                self._flush_some()
+
+    def _flush_some(self) -> None:
+        chunks = []
+        size = 0
+        while self._pending and size < _WRITE_BATCH:
+            chunk = self._pending.popleft()
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b"".join(chunks)
+        try:
+            sent = self._sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._fail(f"send failed: {errno.errorcode.get(exc.errno or 0, exc)}")
+            return
+        self._pending_bytes -= sent
+        if sent < len(data):
+            self._pending.appendleft(data[sent:])
+
+    async def _flush_all(self) -> None:
+        # Only once the writer task has ended: two tasks may not wait on one socket.
+        while self._pending and not self.closed:
+            await trio.lowlevel.wait_writable(self._sock)
+            self._flush_some()
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def _fail(self, reason: str) -> None:
+        self.close(reason)
+
+    def close(self, reason: str = "closed") -> None:
+        """Close at once, dropping what is queued. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._wake.set()
+        trio.lowlevel.notify_closing(self._sock)
+        self._sock.close()
+
+    async def aclose(self, *, timeout: float = 2.0) -> None:
+        """Flush what is queued (within ``timeout``), then close.
+
+        Call it after the writer task has ended (from the connection's ``finally``).
+        """
+        if not self.closed:
+            with trio.move_on_after(timeout) as scope:
+                scope.shield = True
+                await self._flush_all()
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_WR)
+        self.close()
