@@ -1,1 +1,23 @@
 """hub: a Socket.IO server for Python on Trio."""
+
+from hub.server import (
+    AckTimeout,
+    BroadcastOperator,
+    ConnectionRefused,
+    Handshake,
+    Namespace,
+    Server,
+    ServerOptions,
+    Socket,
+)
+
+__all__ = [
+    "AckTimeout",
+    "BroadcastOperator",
+    "ConnectionRefused",
+    "Handshake",
+    "Namespace",
+    "Server",
+    "ServerOptions",
+    "Socket",
+]

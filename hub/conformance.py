@@ -19,12 +19,15 @@ import os
 
 import trio
 
+from typing import Any
+
 from hub.engineio.session import SessionOptions
+from hub.server import Server, ServerOptions, Socket
 from hub.transport.engine import EngineOptions, EngineServer, EngineSocket
 from hub.transport.native import serve
 from hub.transport.router import Router
 
-__all__ = ["ENGINE_OPTIONS", "EchoHandler", "main", "serve_conformance"]
+__all__ = ["ENGINE_OPTIONS", "EchoHandler", "conformance_server", "main", "serve_conformance"]
 
 ENGINE_OPTIONS = EngineOptions(
     session=SessionOptions(ping_interval=0.3, ping_timeout=0.2, max_payload=1_000_000)
@@ -44,6 +47,34 @@ class EchoHandler:
         pass
 
 
+def conformance_server() -> Server:
+    """The Socket.IO server of the reference test server."""
+    server = Server(
+        ServerOptions(
+            ping_interval=0.3,
+            ping_timeout=0.2,
+            max_payload=1_000_000,
+            connect_timeout=1.0,
+            cors_origins="*",
+        )
+    )
+    for namespace in (server.main, server.of("/custom")):
+
+        @namespace.on("connect")
+        def connect(socket: Socket, auth: dict[str, Any]) -> None:
+            socket.emit("auth", auth)
+
+        @namespace.on("message")
+        def message(socket: Socket, *args: Any) -> None:
+            socket.emit("message-back", *args)
+
+        @namespace.on("message-with-ack")
+        def message_with_ack(socket: Socket, *args: Any) -> tuple[Any, ...]:
+            return args
+
+    return server
+
+
 async def serve_conformance(
     host: str = "127.0.0.1",
     port: int = 3000,
@@ -52,9 +83,11 @@ async def serve_conformance(
 ) -> None:
     """Serve the conformance app until cancelled."""
     engine = EngineServer(EchoHandler(), ENGINE_OPTIONS)
-    router = Router([("/engine.io/", engine)])
+    server = conformance_server()
+    router = Router([("/engine.io/", engine), ("/socket.io/", server.app)])
     async with trio.open_nursery() as nursery:
         await nursery.start(engine.run)
+        await nursery.start(server.run)
         bound = await nursery.start(serve, router, host, port)
         task_status.started(bound)
 

@@ -199,7 +199,8 @@ def encode(packet: Packet) -> list[str | bytes]:
 
     Returns:
         The text packet first, then one ``bytes`` item per binary attachment, in order; each
-        item is sent as one Engine.IO message.
+        item is sent as one Engine.IO message. There is no limit on the count, but peers
+        refuse more than their ``maxAttachments`` (10 by default in socket.io-parser).
 
     Raises:
         LocalProtocolError: the packet cannot be encoded: a namespace that does not start

@@ -9,6 +9,7 @@ log line; the listener socket is closed when :func:`serve` is cancelled.
 from __future__ import annotations
 
 import base64
+import collections
 import hashlib
 import logging
 import socket
@@ -296,6 +297,9 @@ class NativeWebSocket:
         self._trailing = trailing
         self._ws = wsproto.connection.Connection(ConnectionType.SERVER)
         self._max_message = http.limits.max_message_bytes
+        self._events: collections.deque[ws_events.Event] = collections.deque()
+        self._parts: list[Any] = []
+        self._size = 0
         self.accepted = False
         self._closed = False
         self.close_code = 1006
@@ -324,23 +328,24 @@ class NativeWebSocket:
         if self._trailing:
             self._ws.receive_data(self._trailing)
             self._trailing = b""
+            self._events.extend(self._ws.events())
 
     async def reject(self, response: Response) -> None:
         self._http._send(response.with_headers((("Connection", "close"),)))
         self._closed = True
 
     async def receive(self) -> str | bytes:
-        parts: list[Any] = []
-        size = 0
         while True:
-            for event in self._events():
+            while self._events:
+                event = self._events.popleft()
                 if isinstance(event, ws_events.Message):
-                    parts.append(event.data)
-                    size += len(event.data)
-                    if size > self._max_message:
+                    self._parts.append(event.data)
+                    self._size += len(event.data)
+                    if self._size > self._max_message:
                         self.close_nowait(1009, "message too big")
                         raise WebSocketClosed(1009, "message too big")
                     if event.message_finished:
+                        parts, self._parts, self._size = self._parts, [], 0
                         if isinstance(event, ws_events.TextMessage):
                             return "".join(parts)
                         return b"".join(parts)
@@ -362,13 +367,11 @@ class NativeWebSocket:
                 self._closed = True
                 raise WebSocketClosed(1006, "connection lost")
             self._ws.receive_data(data)
-
-    def _events(self) -> list[ws_events.Event]:
-        try:
-            return list(self._ws.events())
-        except WsRemoteProtocolError as exc:
-            self.close_nowait(1002, "protocol error")
-            raise WebSocketClosed(1002, str(exc)) from None
+            try:
+                self._events.extend(self._ws.events())
+            except WsRemoteProtocolError as exc:
+                self.close_nowait(1002, "protocol error")
+                raise WebSocketClosed(1002, str(exc)) from None
 
     def send_nowait(self, message: Outgoing) -> None:
         if not self.closed:

@@ -1,0 +1,87 @@
+"""Broadcasts: an event encoded once and written to every socket it targets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from hub.protocol import Event
+from hub.server.socket import Socket, encode_outgoing
+
+if TYPE_CHECKING:
+    from hub.server.namespace import Namespace
+
+__all__ = ["BroadcastOperator"]
+
+
+def _names(rooms: tuple[str | Iterable[str], ...]) -> frozenset[str]:
+    names: set[str] = set()
+    for room in rooms:
+        if isinstance(room, str):
+            names.add(room)
+        else:
+            names.update(room)
+    return frozenset(names)
+
+
+@attrs.frozen
+class BroadcastOperator:
+    """Who a broadcast goes to. Immutable: each method returns a new operator.
+
+    ``ns.to("a", "b").except_("c").emit("event", data)`` reaches each socket that is in room
+    ``a`` or ``b`` and not in ``c``, once.
+    """
+
+    namespace: Namespace
+    rooms: frozenset[str] = frozenset()
+    except_rooms: frozenset[str] = frozenset()
+    exclude: frozenset[str] = frozenset()
+
+    def to(self, *rooms: str | Iterable[str]) -> BroadcastOperator:
+        """Also target these rooms."""
+        return attrs.evolve(self, rooms=self.rooms | _names(rooms))
+
+    in_ = to
+
+    def except_(self, *rooms: str | Iterable[str]) -> BroadcastOperator:
+        """Leave out the sockets in these rooms."""
+        return attrs.evolve(self, except_rooms=self.except_rooms | _names(rooms))
+
+    def excluding(self, *sockets: Socket) -> BroadcastOperator:
+        """Leave out these sockets."""
+        return attrs.evolve(self, exclude=self.exclude | {s.id for s in sockets})
+
+    def emit(self, event: str, *args: Any) -> int:
+        """Send the event to every target, encoded once. Never waits.
+
+        Returns:
+            How many sockets it reached.
+
+        Raises:
+            hub.errors.LocalProtocolError: the event or arguments cannot be encoded.
+        """
+        messages = encode_outgoing(Event(event, args, namespace=self.namespace.name))
+        return self.namespace.adapter.deliver(
+            messages,
+            self.rooms,
+            self.except_rooms,
+            self.exclude,
+            self.namespace.sockets.values(),
+        )
+
+    def sockets(self) -> list[Socket]:
+        """The sockets this broadcast would reach now."""
+        return list(
+            self.namespace.adapter.targets(
+                self.rooms, self.except_rooms, self.exclude, self.namespace.sockets.values()
+            )
+        )
+
+    def disconnect(self, *, close: bool = False) -> int:
+        """Disconnect every target; returns how many."""
+        targets = self.sockets()
+        for socket in targets:
+            socket.disconnect(close=close)
+        return len(targets)

@@ -1,0 +1,189 @@
+"""One Engine.IO connection as Socket.IO sees it: its decoder and its sockets, one per namespace.
+
+From the protocol (socketio/socket.io-protocol, "Exchange protocol"): a client connects to each
+namespace with CONNECT, and "the server MUST send a CONNECT_ERROR packet" when the namespace does
+not exist or the connection is refused. Packets for a namespace the client has not joined are
+ignored. A packet that cannot be decoded ends the whole connection ("parse error"). Without a
+CONNECT within the connect timeout, the connection is closed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from hub.errors import LocalProtocolError, SocketIOError
+from hub.protocol import Ack, Connect, ConnectError, Decoder, Disconnect, Event, Packet
+from hub.server.socket import ConnectionRefused, Handshake, Socket, encode_outgoing
+
+if TYPE_CHECKING:
+    from hub.server.namespace import Namespace
+    from hub.server.server import Server
+    from hub.transport.engine import EngineSocket
+
+__all__ = ["Client"]
+
+log = logging.getLogger("hub.server")
+
+
+class Client:
+    """The Socket.IO side of one Engine.IO session."""
+
+    def __init__(self, server: Server, engine: EngineSocket) -> None:
+        self.server = server
+        self.engine = engine
+        self.decoder = Decoder(max_attachments=server.options.max_attachments)
+        self.sockets: dict[str, Socket] = {}
+        self._connecting: set[str] = set()
+        self._closed = False
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        nursery = self.engine.nursery
+        assert nursery is not None
+        return nursery
+
+    async def watch_connect_timeout(self) -> None:
+        await trio.sleep(self.server.options.connect_timeout)
+        if not self.sockets and not self._connecting and not self.engine.closed:
+            log.info("connection %s: no CONNECT within the connect timeout", self.engine.sid)
+            self.engine.close("connect timeout")
+
+    # -- incoming --------------------------------------------------------------------------
+
+    def on_message(self, data: str | bytes) -> None:
+        try:
+            packet = self.decoder.receive(data)
+        except SocketIOError as exc:
+            log.info("connection %s: parse error: %s", self.engine.sid, exc.message)
+            self.engine.close("parse error")
+            return
+        if packet is not None:
+            self._dispatch(packet)
+
+    def _dispatch(self, packet: Packet) -> None:
+        if isinstance(packet, Connect):
+            self._on_connect(packet)
+            return
+        socket = self.sockets.get(packet.namespace)
+        if socket is None:
+            return  # not connected to that namespace: socket.io ignores it too
+        if isinstance(packet, Event):
+            self._on_event(socket, packet)
+        elif isinstance(packet, Ack):
+            socket._on_ack(packet)
+        elif isinstance(packet, Disconnect):
+            self._remove(socket, "client namespace disconnect")
+        else:  # ConnectError from a client: not allowed
+            log.info("connection %s: CONNECT_ERROR from a client", self.engine.sid)
+            self.engine.close("parse error")
+
+    def _on_connect(self, packet: Connect) -> None:
+        name = packet.namespace
+        namespace = self.server._namespace_for(name)
+        if namespace is None:
+            self._send(ConnectError({"message": "Invalid namespace"}, namespace=name))
+            return
+        if name in self.sockets or name in self._connecting:
+            return  # already connected or connecting: nothing new to say
+        request = self.engine.request
+        handshake = Handshake(
+            headers=request.headers,
+            query=request.query,
+            auth=packet.data if packet.data is not None else {},
+            address=request.client[0],
+        )
+        socket = Socket(namespace, self, handshake)
+        self._connecting.add(name)
+        self.nursery.start_soon(self._connect, namespace, socket)
+
+    async def _connect(self, namespace: Namespace, socket: Socket) -> None:
+        try:
+            await namespace._run_connect(socket, socket.handshake.auth)
+        except ConnectionRefused as refusal:
+            self._connecting.discard(namespace.name)
+            self._send(ConnectError(refusal.payload(), namespace=namespace.name))
+            return
+        except Exception:
+            log.exception("connect handler of %s failed", namespace.name)
+            self._connecting.discard(namespace.name)
+            self._send(ConnectError({"message": "Internal server error"}, namespace=namespace.name))
+            return
+        finally:
+            self._connecting.discard(namespace.name)
+        if self.engine.closed:
+            return
+        self.sockets[namespace.name] = socket
+        namespace.sockets[socket.id] = socket
+        socket.connected = True
+        socket.join(socket.id)
+        self._send(Connect(namespace.name, {"sid": socket.id}))
+        pending, socket._pre_connect = socket._pre_connect or [], None
+        for messages in pending:
+            socket._send_encoded(messages)
+
+    def _on_event(self, socket: Socket, packet: Event) -> None:
+        handler = socket.namespace.handlers.get(packet.name)
+        if handler is None:
+            handler = socket.namespace.handlers.get("*")
+            if handler is None:
+                return
+            args: tuple[Any, ...] = (packet.name, *packet.args)
+        else:
+            args = packet.args
+        if inspect.iscoroutinefunction(handler):
+            self.nursery.start_soon(self._run_async, handler, socket, args, packet.id)
+            return
+        try:
+            result = handler(socket, *args)
+        except Exception:
+            log.exception("handler of %r failed", packet.name)
+            return
+        if packet.id is not None and socket.connected:
+            self._ack(socket, packet.id, result)
+
+    async def _run_async(
+        self, handler: Any, socket: Socket, args: tuple[Any, ...], ack_id: int | None
+    ) -> None:
+        try:
+            result = await handler(socket, *args)
+        except Exception:
+            log.exception("handler %s failed", getattr(handler, "__name__", handler))
+            return
+        if ack_id is not None and socket.connected:
+            self._ack(socket, ack_id, result)
+
+    def _ack(self, socket: Socket, ack_id: int, result: Any) -> None:
+        try:
+            socket._send_ack(ack_id, result)
+        except LocalProtocolError as exc:
+            log.error("cannot encode the ack of socket %s: %s", socket.id, exc)
+
+    # -- outgoing and leaving --------------------------------------------------------------
+
+    def _send(self, packet: Packet) -> None:
+        for message in encode_outgoing(packet):
+            self.engine.send_nowait(message)
+
+    def _remove(self, socket: Socket, reason: str) -> None:
+        """The socket leaves its namespace (the connection may stay)."""
+        name = socket.namespace.name
+        if self.sockets.get(name) is not socket:
+            return
+        del self.sockets[name]
+        socket.namespace.sockets.pop(socket.id, None)
+        socket._release()
+        self.nursery.start_soon(socket.namespace._run_disconnect, socket, reason)
+
+    async def on_close(self, reason: str) -> None:
+        """The Engine.IO connection ended: every socket of it disconnects with ``reason``."""
+        sockets = list(self.sockets.values())
+        self.sockets.clear()
+        for socket in sockets:
+            socket.namespace.sockets.pop(socket.id, None)
+            socket._release()
+        for socket in sockets:
+            await socket.namespace._run_disconnect(socket, reason)

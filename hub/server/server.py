@@ -1,0 +1,245 @@
+"""The Socket.IO server: namespaces on top of an Engine.IO endpoint, served natively or as ASGI.
+
+A few lines start one::
+
+    import trio
+    import hub
+
+    server = hub.Server(cors_origins="*")
+
+    @server.on("connect")
+    def connect(socket, auth):
+        socket.join("lobby")
+
+    @server.on("chat")
+    def chat(socket, text):
+        server.to("lobby").emit("chat", text)
+        return "ok"  # the acknowledgement, when the client asked for one
+
+    trio.run(server.serve, "127.0.0.1", 3000)
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar, overload
+
+import attrs
+import trio
+
+from hub.engineio.session import SessionOptions
+from hub.server.broadcast import BroadcastOperator
+from hub.server.client import Client
+from hub.server.namespace import Handler, Middleware, Namespace
+from hub.transport.engine import Cors, EngineOptions, EngineServer, EngineSocket
+from hub.transport.http import App
+from hub.transport.native import Limits, serve
+from hub.transport.router import Router
+
+__all__ = ["Server", "ServerOptions"]
+
+log = logging.getLogger("hub.server")
+
+H = TypeVar("H", bound=Handler)
+
+NamespaceMatcher = str | re.Pattern[str] | Callable[[str], bool]
+
+
+@attrs.frozen
+class ServerOptions:
+    """Socket.IO server settings. Times in seconds, sizes in bytes."""
+
+    path: str = "/socket.io/"
+    ping_interval: float = 25.0
+    ping_timeout: float = 20.0
+    max_payload: int = 1_000_000
+    connect_timeout: float = 45.0
+    upgrade_timeout: float = 10.0
+    allow_upgrades: bool = True
+    transports: tuple[str, ...] = ("polling", "websocket")
+    cors_origins: str | Sequence[str] | Callable[[str], bool] = "*"
+    cors_credentials: bool = False
+    max_attachments: int = 10
+    max_buffered: int = 4_000_000
+
+    def engine_options(self) -> EngineOptions:
+        return EngineOptions(
+            session=SessionOptions(
+                ping_interval=self.ping_interval,
+                ping_timeout=self.ping_timeout,
+                max_payload=self.max_payload,
+                upgrade_timeout=self.upgrade_timeout,
+                allow_upgrades=self.allow_upgrades,
+                max_buffered=self.max_buffered,
+            ),
+            cors=Cors(self.cors_origins, self.cors_credentials),
+            transports=self.transports,
+        )
+
+    def limits(self) -> Limits:
+        return Limits(
+            max_body_bytes=self.max_payload + 1024,
+            max_message_bytes=self.max_payload,
+            max_buffered=self.max_buffered,
+        )
+
+
+class Server:
+    """A Socket.IO v5 server (Engine.IO v4) on trio.
+
+    Args:
+        options: a :class:`ServerOptions`; or give its fields as keyword arguments.
+
+    The main namespace ``/`` always exists; :meth:`of` adds others, by name or by pattern.
+    ``server.on(...)``, ``server.use(...)``, ``server.emit(...)`` and ``server.to(...)`` act on
+    the main namespace.
+    """
+
+    def __init__(self, options: ServerOptions | None = None, **kwargs: Any) -> None:
+        self.options = options or ServerOptions(**kwargs)
+        self.engine = EngineServer(self, self.options.engine_options())
+        self.namespaces: dict[str, Namespace] = {"/": Namespace("/")}
+        self._patterns: list[tuple[NamespaceMatcher, Namespace]] = []
+        self._routes: list[tuple[str, App]] = []
+
+    # -- namespaces ------------------------------------------------------------------------
+
+    def of(self, name: NamespaceMatcher) -> Namespace:
+        """The namespace ``name``, created if needed.
+
+        ``name`` may also be a compiled regular expression or a predicate: any namespace whose
+        name matches is accepted on demand, with the handlers registered on the returned
+        template (each gets its own sockets and rooms).
+        """
+        if isinstance(name, str):
+            if not name.startswith("/"):
+                raise ValueError(f"a namespace starts with '/': {name!r}")
+            if name not in self.namespaces:
+                self.namespaces[name] = Namespace(name)
+            return self.namespaces[name]
+        template = Namespace(getattr(name, "pattern", "<dynamic>"))
+        self._patterns.append((name, template))
+        return template
+
+    def _namespace_for(self, name: str) -> Namespace | None:
+        namespace = self.namespaces.get(name)
+        if namespace is not None:
+            return namespace
+        for matcher, template in self._patterns:
+            matched = (
+                matcher.fullmatch(name) is not None
+                if isinstance(matcher, re.Pattern)
+                else bool(matcher(name))  # type: ignore[operator]
+            )
+            if matched:
+                namespace = Namespace(name, template=template)
+                self.namespaces[name] = namespace
+                return namespace
+        return None
+
+    @property
+    def main(self) -> Namespace:
+        return self.namespaces["/"]
+
+    @overload
+    def on(self, event: str) -> Callable[[H], H]: ...
+
+    @overload
+    def on(self, event: str, handler: H) -> H: ...
+
+    def on(self, event: str, handler: H | None = None) -> H | Callable[[H], H]:
+        """Register a handler on the main namespace (see :meth:`Namespace.on`)."""
+        if handler is None:
+            return self.main.on(event)
+        return self.main.on(event, handler)
+
+    def use(self, middleware: Middleware) -> Middleware:
+        """Add a middleware to the main namespace."""
+        return self.main.use(middleware)
+
+    def to(self, *rooms: str | Iterable[str]) -> BroadcastOperator:
+        """A broadcast to rooms of the main namespace."""
+        return self.main.to(*rooms)
+
+    in_ = to
+
+    def except_(self, *rooms: str | Iterable[str]) -> BroadcastOperator:
+        return self.main.except_(*rooms)
+
+    def emit(
+        self,
+        event: str,
+        *args: Any,
+        to: str | Iterable[str] = (),
+        skip: str | Iterable[str] = (),
+        namespace: str = "/",
+    ) -> int:
+        """Send an event to the sockets of a namespace, encoded once.
+
+        Args:
+            event: the event name.
+            args: the arguments.
+            to: rooms to reach (each socket also has a room named after its id); all when empty.
+            skip: rooms whose sockets are left out.
+            namespace: the namespace.
+
+        Returns:
+            How many sockets it reached.
+        """
+        operator = BroadcastOperator(self.of(namespace)).to(to).except_(skip)
+        return operator.emit(event, *args)
+
+    # -- Engine.IO handler -----------------------------------------------------------------
+
+    def on_open(self, socket: EngineSocket) -> None:
+        client = Client(self, socket)
+        socket.data = client
+        assert socket.nursery is not None
+        socket.nursery.start_soon(client.watch_connect_timeout)
+
+    def on_message(self, socket: EngineSocket, data: str | bytes) -> None:
+        client = socket.data
+        assert isinstance(client, Client)
+        client.on_message(data)
+
+    async def on_close(self, socket: EngineSocket, reason: str) -> None:
+        client = socket.data
+        if isinstance(client, Client):
+            await client.on_close(reason)
+
+    # -- serving ---------------------------------------------------------------------------
+
+    def route(self, prefix: str, app: App) -> None:
+        """Serve another app on the same port, under ``prefix`` (e.g. an internal API)."""
+        self._routes.append((prefix, app))
+
+    @property
+    def app(self) -> App:
+        """The HTTP app: the Engine.IO endpoint at ``options.path`` and the added routes."""
+        return Router([(self.options.path, self.engine), *self._routes])
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the server's sessions (without a listener: for ASGI or a custom listener)."""
+        await self.engine.run(task_status=task_status)
+
+    async def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 3000,
+        *,
+        task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen on ``host:port`` with the native server until cancelled.
+
+        ``task_status`` is started with the bound address (port 0 picks a free one).
+        """
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.engine.run)
+            bound = await nursery.start(
+                functools.partial(serve, limits=self.options.limits()), self.app, host, port
+            )
+            log.info("Socket.IO server on http://%s:%d%s", bound[0], bound[1], self.options.path)
+            task_status.started(bound)
