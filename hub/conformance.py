@@ -23,11 +23,19 @@ from typing import Any
 
 from hub.engineio.session import SessionOptions
 from hub.server import Server, ServerOptions, Socket
+from hub.transport.asgi import ASGIApp
 from hub.transport.engine import EngineOptions, EngineServer, EngineSocket
 from hub.transport.native import serve
 from hub.transport.router import Router
 
-__all__ = ["ENGINE_OPTIONS", "EchoHandler", "conformance_server", "main", "serve_conformance"]
+__all__ = [
+    "ENGINE_OPTIONS",
+    "EchoHandler",
+    "conformance_asgi",
+    "conformance_server",
+    "main",
+    "serve_conformance",
+]
 
 ENGINE_OPTIONS = EngineOptions(
     session=SessionOptions(ping_interval=0.3, ping_timeout=0.2, max_payload=1_000_000)
@@ -73,6 +81,21 @@ def conformance_server() -> Server:
             return args
 
     return server
+
+
+def conformance_asgi() -> ASGIApp:
+    """The conformance app as an ASGI app (for hypercorn's trio worker)."""
+    engine = EngineServer(EchoHandler(), ENGINE_OPTIONS)
+    server = conformance_server()
+    router = Router([("/engine.io/", engine), ("/socket.io/", server.app)])
+
+    async def run(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.run)
+            await nursery.start(server.run)
+            task_status.started()
+
+    return ASGIApp(router, run)
 
 
 async def serve_conformance(

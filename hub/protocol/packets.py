@@ -302,6 +302,8 @@ def _dumps(data: Any, extractor: Extractor) -> str:
 
 
 class _State(enum.Enum):
+    """The decoder's states; the rules are at the top of this module."""
+
     IDLE = enum.auto()
     ATTACHMENTS = enum.auto()
     BROKEN = enum.auto()
@@ -368,7 +370,8 @@ class Decoder:
             raise
 
     def _receive_text(self, text: str) -> Packet | None:
-        if self._pending is not None:  # state ATTACHMENTS
+        if self._state is _State.ATTACHMENTS:
+            assert self._pending is not None
             missing = len(self._pending.setters) - self._pending.received
             raise SocketIOError(
                 f"got a text message while {missing} binary attachment(s) are still expected"
@@ -383,9 +386,10 @@ class Decoder:
         return _make_packet(ptype, namespace, ack_id, payload)
 
     def _receive_binary(self, data: bytes) -> Packet | None:
-        pending = self._pending
-        if pending is None:  # state IDLE
+        if self._state is _State.IDLE:
             raise SocketIOError("got a binary message while no attachment is expected")
+        pending = self._pending
+        assert pending is not None
         pending.setters[pending.received](data)
         pending.received += 1
         if pending.received < len(pending.setters):

@@ -35,6 +35,7 @@ from hub.server.broadcast import BroadcastOperator
 from hub.server.client import Client
 from hub.server.namespace import Handler, Middleware, Namespace
 from hub.transport.engine import Cors, EngineOptions, EngineServer, EngineSocket
+from hub.transport.asgi import ASGIApp
 from hub.transport.http import App
 from hub.transport.native import Limits, serve
 from hub.transport.router import Router
@@ -220,6 +221,15 @@ class Server:
     def app(self) -> App:
         """The HTTP app: the Engine.IO endpoint at ``options.path`` and the added routes."""
         return Router([(self.options.path, self.engine), *self._routes])
+
+    def asgi(self) -> ASGIApp:
+        """This server as an ASGI 3 app, for hypercorn's trio worker (lifespan required)."""
+        return ASGIApp(
+            self.app,
+            self.run,
+            max_body_bytes=self.options.max_payload + 1024,
+            max_buffered=self.options.max_buffered,
+        )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the server's sessions (without a listener: for ASGI or a custom listener)."""
