@@ -130,6 +130,11 @@ class Session:
     def closed(self) -> bool:
         return self.state is State.CLOSED
 
+    @property
+    def upgrading(self) -> bool:
+        """A WebSocket has asked to take over and has not finished (or timed out) yet."""
+        return self.state is State.UPGRADING or self.upgrade_deadline is not None
+
     def close(self, reason: str) -> bool:
         """Close the session.
 
@@ -193,7 +198,7 @@ class Session:
         """
         if self.state is State.CLOSED:
             raise EngineIOError(EngineErrorCode.UNKNOWN_SID)
-        if self.transport is not Transport.POLLING or self.state is State.UPGRADING:
+        if self.transport is not Transport.POLLING or self.upgrading:
             raise _bad("session already upgraded or upgrading")
         if not self.options.allow_upgrades:
             raise _bad("upgrades are disabled")

@@ -257,6 +257,9 @@ class EngineServer:
         self.options = options or EngineOptions()
         self.sockets: dict[str, EngineSocket] = {}
         self._nursery: trio.Nursery | None = None
+        # Sessions that the client closed over polling while no GET was waiting, with the time
+        # until which the GET it has in flight is answered "6" (noop) rather than refused.
+        self._closed_by_client: dict[str, float] = {}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the sessions until cancelled; closing ends every session."""
@@ -273,6 +276,17 @@ class EngineServer:
     def _forget(self, socket: EngineSocket) -> None:
         if self.sockets.get(socket.sid) is socket:
             del self.sockets[socket.sid]
+        session = socket.session
+        if (
+            session.close_reason == "transport close"
+            and session.transport is Transport.POLLING
+            and not session.polling_waiting
+        ):
+            now = trio.current_time()
+            self._closed_by_client = {
+                sid: until for sid, until in self._closed_by_client.items() if until > now
+            }
+            self._closed_by_client[socket.sid] = now + 1.0
 
     async def _open(self, request: Request, transport: Transport) -> EngineSocket:
         if self._nursery is None:
@@ -331,6 +345,11 @@ class EngineServer:
             return Response.text(200, body, cors)
         socket_or_none = self.sockets.get(sid)
         if socket_or_none is None:
+            until = self._closed_by_client.pop(sid, None)
+            if request.method == "GET" and until is not None and until > trio.current_time():
+                # The client closed the session while this GET was on its way (the POST of
+                # "1" overtook it): end the GET as a close would have ended it, with a noop.
+                return Response.text(200, "6", cors)
             return _error(EngineErrorCode.UNKNOWN_SID).with_headers(cors)
         if request.method == "GET":
             response = await self._poll(socket_or_none, request)
@@ -350,6 +369,15 @@ class EngineServer:
                 socket._end(session.close_reason or "transport error")
             return _error_of(exc)
         try:
+            if session.state is State.UPGRADING:
+                # A GET that arrives between the probe and the upgrade is held for up to one
+                # check interval (engine.io's is 100 ms): if the upgrade completes meanwhile, the
+                # GET is refused like any after the upgrade; otherwise it gets a noop.
+                with trio.move_on_after(0.1):
+                    while session.state is State.UPGRADING:
+                        await socket._changed.wait()
+                if session.transport is Transport.WEBSOCKET:
+                    return _error(EngineErrorCode.BAD_REQUEST, "session upgraded")
             while True:
                 if session.closed:
                     # The client's own close is answered with a noop; ours with a close packet.
@@ -417,7 +445,7 @@ class EngineServer:
         if existing is None:
             await ws.reject(_error(EngineErrorCode.UNKNOWN_SID))
             return
-        if existing.session.transport is Transport.WEBSOCKET or existing._probe_ws is not None:
+        if existing.session.transport is Transport.WEBSOCKET or existing.session.upgrading:
             # The official suite's client needs the handshake to succeed before the close.
             await ws.accept()
             await ws.aclose(1000)

@@ -1,0 +1,1 @@
+"""Helpers shared by the engine and Socket.IO tests: wire-level clients, no mocks."""
