@@ -43,7 +43,7 @@ async def node_client(
 
 
 def echo_server(seen: Seen, **options: Any) -> hub.Server:
-    """A server that records connections and disconnections and acknowledges ``echo`` with its arguments."""
+    """A server that records (dis)connections and acknowledges ``echo`` with its arguments."""
     server = hub.Server(hub.ServerOptions(**options))
 
     @server.on("connect")
@@ -98,6 +98,11 @@ async def test_single_transport(nursery: trio.Nursery, transports: list[str]) ->
         assert state["connected"] is True
         assert not client.seen("upgrade")
         assert not client.seen("disconnect")
+
+        # The client leaves: socket.io-client sends DISCONNECT, then closes the connection.
+        await client.send(op="close")
+        await client.expect("closed")
+        assert await seen.wait("disconnect") == [(socket.id, "client namespace disconnect")]
 
 
 async def test_default_transports_upgrade_to_websocket(nursery: trio.Nursery) -> None:

@@ -61,6 +61,10 @@ def echo_server(seen: Seen) -> hub.Server:
         seen.add("echo", (socket.transport, args))
         return args
 
+    @server.on("disconnect")
+    def disconnect(socket: hub.Socket, reason: str) -> None:
+        seen.add("disconnect", (socket.id, reason))
+
     @server.on("sum")
     def add(socket: hub.Socket, a: int, b: int) -> int:
         return a + b
@@ -105,6 +109,12 @@ async def test_connect_emit_and_acks(
         assert socket.transport == final
         assert seen.get("echo") == [(final, tuple(args))]
         assert not client.seen("disconnect")
+
+        # The client leaves with sio.disconnect(): DISCONNECT, then the connection closes.
+        await client.send(op="close")
+        await client.expect("closed")
+        assert await seen.wait("disconnect") == [(socket.id, "client namespace disconnect")]
+        assert await client.wait_exit() == 0
 
 
 ALL_BYTES = bytes(range(256))

@@ -12,14 +12,7 @@ import httpx
 import pytest
 import trio
 import trio.testing
-import trio_websocket
-
-from hub.conformance import ENGINE_OPTIONS, EchoHandler, serve_conformance
-from hub.engineio import SessionOptions
-from hub.transport.engine import Cors, EngineOptions, EngineServer
-from hub.transport.http import Request, Response
 from support.wire import (
-    WAIT,
     Poller,
     RawHttp,
     closed_code,
@@ -29,6 +22,12 @@ from support.wire import (
     refusal,
     start_engine,
 )
+
+import hub
+from hub.conformance import EchoHandler, serve_conformance
+from hub.engineio import SessionOptions
+from hub.transport.engine import Cors, EngineOptions, EngineServer
+from hub.transport.http import Request, Response
 
 PING_INTERVAL = 0.3  # the conformance app's values
 PING_TIMEOUT = 0.2
@@ -232,6 +231,23 @@ async def test_post_over_max_payload_is_413_and_closes(poller: Poller) -> None:
     assert error_body(response)["code"] == 1
 
 
+async def test_post_far_over_max_payload_is_413_and_closes(nursery: trio.Nursery) -> None:
+    # The same rule when the body is also over the listener's own body limit (maxPayload +
+    # 1 KiB for hub.Server): the client broke maxPayload either way.
+    server = hub.Server(hub.ServerOptions(max_payload=1000, ping_interval=5, ping_timeout=5))
+    host, port = await nursery.start(server.serve, "127.0.0.1", 0)
+    async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as http:
+        poller = Poller(http, "/socket.io/")
+        await poller.handshake()
+        response = await poller.post(b"4" + b"a" * 5000)
+        assert response.status_code == 413
+        response = await poller.post(b"4still open?")  # answered at once either way
+        assert (response.status_code, response.text) == (
+            400,
+            '{"code":1,"message":"Session ID unknown"}',
+        )
+
+
 async def test_post_at_max_payload_is_accepted(poller: Poller) -> None:
     await poller.handshake()
     body = b"4" + b"a" * (MAX_PAYLOAD - 1)
@@ -312,7 +328,8 @@ async def test_unknown_method_on_a_session(poller: Poller, http: httpx.AsyncClie
 async def test_websocket_echo(nursery: trio.Nursery, address: str) -> None:
     ws = await connect_ws(nursery, address)
     await receive(ws)  # open
-    for message in ["4hello", "4é€𝄞", "4", b"\x00\x01\xff", b""]:
+    messages: list[str | bytes] = ["4hello", "4é€𝄞", "4", b"\x00\x01\xff", b""]
+    for message in messages:
         await ws.send_message(message)
         assert await receive(ws) == message
 
@@ -604,7 +621,7 @@ async def test_keep_alive_requests_on_one_connection(address: str) -> None:
 
 async def test_pipelined_requests(address: str) -> None:
     conn = await RawHttp.connect(address)
-    status, body = await conn.request("GET", "/engine.io/?EIO=4&transport=polling")
+    _, body = await conn.request("GET", "/engine.io/?EIO=4&transport=polling")
     sid = json.loads(body[1:])["sid"]
     target = f"/engine.io/?EIO=4&transport=polling&sid={sid}"
     responses = await conn.pipeline([("POST", target, b"4a"), ("GET", target, b"")])
@@ -710,13 +727,15 @@ async def test_pong_moves_the_next_ping_in_virtual_time(
     t0 = trio.current_time()
     sid = await mock_handshake(engine)
     at, response = await timed_get(engine, sid)
-    assert (at - t0, response.body) == (pytest.approx(25.0), b"2")
+    assert at - t0 == pytest.approx(25.0)
+    assert response.body == b"2"
     await trio.sleep(5)
     pong = await engine.handle_http(request("POST", f"EIO=4&transport=polling&sid={sid}", b"3"))
     assert pong.body == b"ok"
     # The old deadline (45 s) passes without a close; the next ping is 25 s after the pong.
     at, response = await timed_get(engine, sid)
-    assert (at - t0, response.body) == (pytest.approx(55.0), b"2")
+    assert at - t0 == pytest.approx(55.0)
+    assert response.body == b"2"
     await trio.sleep(19.9)
     assert sid in engine.sockets
     await trio.sleep(0.2)
@@ -782,6 +801,3 @@ async def test_handle_http_before_run_is_an_error() -> None:
     engine = EngineServer(EchoHandler())
     with pytest.raises(RuntimeError):
         await engine.handle_http(request("GET", "EIO=4&transport=polling"))
-
-
-_ = (WAIT, ENGINE_OPTIONS, MAX_PAYLOAD)

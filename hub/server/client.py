@@ -124,6 +124,8 @@ class Client:
         pending, socket._pre_connect = socket._pre_connect or [], None
         for messages in pending:
             socket._send_encoded(messages)
+        if socket._disconnect_when_connected is not None:
+            socket.disconnect(close=socket._disconnect_when_connected)
 
     def _on_event(self, socket: Socket, packet: Event) -> None:
         handler = socket.namespace.handlers.get(packet.name)

@@ -190,7 +190,10 @@ class Server:
         Returns:
             How many sockets it reached.
         """
-        operator = BroadcastOperator(self.of(namespace)).to(to).except_(skip)
+        target = self.namespaces.get(namespace)
+        if target is None:
+            return 0  # nobody is connected there; do not create it
+        operator = BroadcastOperator(target).to(to).except_(skip)
         return operator.emit(event, *args)
 
     # -- Engine.IO handler -----------------------------------------------------------------

@@ -99,6 +99,7 @@ class Socket:
         self.connected = False
         self.rooms: set[str] = set()
         self._pre_connect: list[list[Outgoing]] | None = []
+        self._disconnect_when_connected: bool | None = None
         self._ack_ids = itertools.count()
         self._acks: dict[int, _PendingAck] = {}
 
@@ -206,6 +207,8 @@ class Socket:
         connection instead, and the stock client reconnects.
         """
         if not self.connected:
+            if self._pre_connect is not None:
+                self._disconnect_when_connected = close  # asked by the connect handler
             return
         if close:
             self.client.engine.close("forced server close")

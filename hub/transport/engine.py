@@ -130,6 +130,7 @@ class EngineSocket:
         self._changed = trio.Event()
         self._ended = trio.Event()
         self._timer: trio.CancelScope | None = None
+        self._closing: str | None = None  # closed by the server; the last GET is on its way
 
     @property
     def transport(self) -> str:
@@ -144,7 +145,7 @@ class EngineSocket:
     def send_nowait(self, message: Outgoing) -> None:
         """Send one Engine.IO packet; never waits. Does nothing once the session is closed."""
         session = self.session
-        if session.state is State.CLOSED:
+        if session.state is State.CLOSED or self._closing is not None:
             return
         ws = self._ws
         if ws is not None:
@@ -169,15 +170,30 @@ class EngineSocket:
 
         The stock client reconnects by itself after this (unlike after a Socket.IO disconnect).
         """
-        if self.session.closed:
+        if self.session.closed or self._closing is not None:
             return
         ws = self._ws
         if ws is not None:
             ws.send_nowait(_CLOSE)
             ws.close_nowait(1000)
-        self._end(reason)
+            self._end(reason)
+            return
+        # Over polling, as engine.io does: what is queued drains with the next GET, and the
+        # close packet goes with the GET after it (a client handles a payload's messages after
+        # the payload, so a close in the same payload would overtake them). The session ends
+        # when the close has gone, or after pingTimeout without a GET.
+        self._closing = reason
+        self._wake()
+        if self.nursery is None or self.session.closed:
+            self._end(reason)
+            return
+        self.nursery.start_soon(self._end_after, self.session.options.ping_timeout, reason)
 
     # -- internals -------------------------------------------------------------------------
+
+    async def _end_after(self, delay: float, reason: str) -> None:
+        await trio.sleep(delay)
+        self._end(reason)
 
     def _wake(self) -> None:
         self._changed.set()
@@ -223,7 +239,7 @@ class EngineSocket:
             self._timer = None
             was_upgrading = session.state is State.UPGRADING
             for packet in session.on_deadline(trio.current_time()):
-                if packet.type is PacketType.PING:
+                if packet.type is PacketType.PING and self._closing is None:
                     self.send_nowait(_PING)
             if session.closed:
                 log.info("session %s: %s", self.sid, session.close_reason)
@@ -388,6 +404,9 @@ class EngineServer:
                 if session.has_queued:
                     items = session.take()
                     return Response.text(200, "\x1e".join(i.polling_item for i in items))
+                if socket._closing is not None:
+                    socket._end(socket._closing)
+                    return Response.text(200, "1")
                 changed = socket._changed
                 async with trio.open_nursery() as nursery:
 
@@ -408,6 +427,9 @@ class EngineServer:
         session = socket.session
         try:
             session.check_post()
+        except EngineIOError as exc:
+            return _error_of(exc)  # a stray request; the session itself goes on
+        try:
             if request.headers.get("content-type", "").startswith("application/octet-stream"):
                 raise EngineIOError(EngineErrorCode.BAD_REQUEST, "binary payloads are not v4")
             packets = decode_payload(request.body, max_payload=self.options.session.max_payload)
@@ -417,8 +439,7 @@ class EngineServer:
                     break
         except EngineIOError as exc:
             log.info("session %s: %s", socket.sid, exc.message)
-            if exc.code is not EngineErrorCode.UNKNOWN_SID:
-                socket._end("parse error")
+            socket._end("parse error")
             return _error_of(exc)
         return Response.text(200, "ok")
 
@@ -484,8 +505,8 @@ class EngineServer:
             return
         except EngineIOError as exc:
             log.info("session %s: %s", socket.sid, exc.message)
+            ws.close_nowait(1002, exc.message)
             socket._end("parse error")
-            await ws.aclose(1002, exc.message)
             return
         await self._read_websocket(socket, ws)
 
@@ -500,7 +521,6 @@ class EngineServer:
         except EngineIOError as exc:
             log.info("session %s: %s", socket.sid, exc.message)
             reason = "parse error"
-            socket._end(reason)
-            await ws.aclose(1002, exc.message)
+            ws.close_nowait(1002, exc.message)
         finally:
             socket._end(reason)

@@ -54,6 +54,9 @@ CONNECT_TIMEOUT = 15.0
 STEP_TIMEOUT = 8.0
 """Any later step: an event, an ack, a disconnect."""
 
+CLIENT_LIFETIME = 60.0
+"""The longest a client process may run (a bound for the whole test)."""
+
 Record = dict[str, Any]
 
 
@@ -245,11 +248,17 @@ class ClientProcess:
 
 @asynccontextmanager
 async def open_client(
-    nursery: trio.Nursery, command: list[str], options: dict[str, Any], *, name: str = "client"
+    nursery: trio.Nursery,
+    command: list[str],
+    options: dict[str, Any],
+    *,
+    name: str = "client",
+    lifetime: float = CLIENT_LIFETIME,
 ) -> AsyncIterator[ClientProcess]:
     """Start a client process with ``options`` (JSON, its only argument).
 
-    Its output is read by tasks in ``nursery`` (they end at the process's end-of-file). On exit
+    Its output is read by tasks in ``nursery`` (they end at the process's end-of-file). The
+    ``async with`` block fails with ``trio.TooSlowError`` after ``lifetime`` seconds. On exit
     the client's stdin is closed, which makes it disconnect and exit; it is killed if it has not
     within a few seconds.
     """
@@ -264,7 +273,8 @@ async def open_client(
     try:
         nursery.start_soon(client._read_stdout)
         nursery.start_soon(client._read_stderr)
-        yield client
+        with trio.fail_after(lifetime):
+            yield client
     finally:
         with trio.CancelScope(shield=True):
             assert process.stdin is not None

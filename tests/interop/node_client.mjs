@@ -13,7 +13,7 @@
 // Commands: {"op": "emit", "event", "args", "ack": bool, "tag"} -- emit; with ack, the ack
 //   arrives as {"ev": "ack", "tag", "args"};
 //   {"op": "emitWithAck", "event", "args", "tag", "timeout"} -- the promise API;
-//   {"op": "state"} -- prints the socket's state; {"op": "close"} -- disconnects and exits.
+//   {"op": "state"} -- prints the socket's state; {"op": "close"} -- disconnects.
 import { io } from "socket.io-client";
 import { createInterface } from "node:readline";
 
@@ -128,9 +128,10 @@ function run(command) {
       });
       break;
     case "close":
+      // The process stays (until stdin closes) so that the DISCONNECT and the Engine.IO close
+      // really go out: over polling they are HTTP requests still on their way.
       socket.disconnect();
       print({ ev: "closed" });
-      process.exit(0);
       break;
     default:
       print({ ev: "bad_command", command });

@@ -13,6 +13,8 @@ import h11
 import httpx
 import trio
 import trio_websocket
+import wsproto
+import wsproto.events as ws_events
 
 from hub.transport.engine import EngineHandler, EngineOptions, EngineServer
 from hub.transport.native import Limits, serve
@@ -21,6 +23,7 @@ __all__ = [
     "WAIT",
     "Poller",
     "RawHttp",
+    "RawWs",
     "closed_code",
     "connect_ws",
     "error_body",
@@ -160,13 +163,16 @@ async def receive(ws: trio_websocket.WebSocketConnection, timeout: float = WAIT)
 
 async def closed_code(ws: trio_websocket.WebSocketConnection, timeout: float = WAIT) -> int:
     """Wait for the server to close; returns its close code (messages before it are dropped)."""
+    reason: trio_websocket.CloseReason | None = None
     with trio.fail_after(timeout):
-        while True:
+        while reason is None:
             try:
                 await ws.get_message()
             except trio_websocket.ConnectionClosed as exc:
-                assert exc.reason is not None
-                return exc.reason.code
+                reason = exc.reason
+                if reason is None:
+                    raise
+    return reason.code
 
 
 def _request_events(method: str, target: str, body: bytes) -> list[h11.Event]:
@@ -231,3 +237,53 @@ class RawHttp:
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+
+class RawWs:
+    """A WebSocket client made of wsproto and a bare TCP stream: every byte the server sends
+    after the handshake can be looked at (trio-websocket hides what follows a Close)."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+
+    @classmethod
+    async def connect(cls, address: str, target: str) -> RawWs:
+        host, port = address.rsplit(":", 1)
+        client = cls(await trio.open_tcp_stream(host, int(port)))
+        await client.send(ws_events.Request(host=host, target=target))
+        (accepted,) = await client.next_events()
+        assert isinstance(accepted, ws_events.AcceptConnection)
+        return client
+
+    async def send(self, event: ws_events.Event) -> None:
+        await self.stream.send_all(self.ws.send(event))
+
+    async def next_events(self) -> list[ws_events.Event]:
+        """Read until at least one event comes (fails the test at end of stream)."""
+        with trio.fail_after(WAIT):
+            while True:
+                events = list(self.ws.events())
+                if events:
+                    return events
+                data = await self.stream.receive_some(65536)
+                assert data, "connection closed by the server"
+                self.ws.receive_data(data)
+
+    async def until_close(self) -> tuple[list[str | bytes], ws_events.CloseConnection]:
+        """The messages before the server's Close frame, and that frame."""
+        messages: list[str | bytes] = []
+        while True:
+            for event in await self.next_events():
+                if isinstance(event, ws_events.CloseConnection):
+                    return messages, event
+                assert isinstance(event, ws_events.Message)
+                messages.append(event.data)
+
+    async def rest(self, timeout: float = WAIT) -> bytes:
+        """Every byte the server still sends, up to the end of the stream."""
+        data = b""
+        with trio.fail_after(timeout):
+            while chunk := await self.stream.receive_some(65536):
+                data += chunk
+        return data
