@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import trio
-
-from typing import Any
 
 from hub.engineio.session import SessionOptions
 from hub.server import Server, ServerOptions, Socket

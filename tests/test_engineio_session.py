@@ -329,6 +329,17 @@ def test_second_probe_while_upgrading_is_refused() -> None:
     assert state(session) is State.UPGRADING
 
 
+def test_one_probe_at_a_time() -> None:
+    # A second WebSocket may not start probing while the first has not finished or timed out.
+    session = polling()
+    session.begin_probe(T0 + 1)
+    with pytest.raises(EngineIOError) as info:
+        session.begin_probe(T0 + 2)
+    bad_request(info, "already upgraded or upgrading")
+    assert session.upgrade_deadline == T0 + 11
+    assert not session.closed
+
+
 def test_probe_when_upgrades_are_disabled() -> None:
     session = polling(SessionOptions(allow_upgrades=False))
     with pytest.raises(EngineIOError) as info:

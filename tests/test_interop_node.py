@@ -34,6 +34,12 @@ SINGLE_TRANSPORTS = [
 FAST_RECONNECT: dict[str, Any] = {"reconnectionDelay": 100, "reconnectionDelayMax": 200}
 
 
+@pytest.fixture(autouse=True)
+def _require_client() -> None:
+    """Skip up front without node or socket.io-client (fail under HUB_REQUIRE_ALL=1)."""
+    node_command()
+
+
 @asynccontextmanager
 async def node_client(
     nursery: trio.Nursery, url: str, *, name: str = "node", **options: Any

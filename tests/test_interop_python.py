@@ -36,6 +36,12 @@ SINGLE_TRANSPORTS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _require_client() -> None:
+    """Skip up front without python-socketio or aiohttp (fail under HUB_REQUIRE_ALL=1)."""
+    python_command()
+
+
 @asynccontextmanager
 async def python_client(
     nursery: trio.Nursery, url: str, **options: Any
@@ -110,10 +116,18 @@ async def test_connect_emit_and_acks(
         assert seen.get("echo") == [(final, tuple(args))]
         assert not client.seen("disconnect")
 
-        # The client leaves with sio.disconnect(): DISCONNECT, then the connection closes.
+        # The client leaves with sio.disconnect(): it queues DISCONNECT and the Engine.IO close,
+        # but over WebSocket python-engineio closes the socket without waiting for its write
+        # loop, so the packets may never leave (its log: "Write loop: WebSocket connection was
+        # closed, aborting"). Either way the server must see the socket go.
         await client.send(op="close")
         await client.expect("closed")
-        assert await seen.wait("disconnect") == [(socket.id, "client namespace disconnect")]
+        ((sid, reason),) = await seen.wait("disconnect")
+        assert sid == socket.id
+        if final == "polling":
+            assert reason == "client namespace disconnect"
+        else:
+            assert reason in ("client namespace disconnect", "transport close")
         assert await client.wait_exit() == 0
 
 

@@ -12,9 +12,11 @@ import httpx
 import pytest
 import trio
 import trio.testing
+import wsproto.events as ws_events
 from support.wire import (
     Poller,
     RawHttp,
+    RawWs,
     closed_code,
     connect_ws,
     error_body,
@@ -26,8 +28,9 @@ from support.wire import (
 import hub
 from hub.conformance import EchoHandler, serve_conformance
 from hub.engineio import SessionOptions
-from hub.transport.engine import Cors, EngineOptions, EngineServer
+from hub.transport.engine import Cors, EngineOptions, EngineServer, EngineSocket
 from hub.transport.http import Request, Response
+from hub.transport.native import Limits
 
 PING_INTERVAL = 0.3  # the conformance app's values
 PING_TIMEOUT = 0.2
@@ -102,6 +105,17 @@ async def test_polling_handshake(http: httpx.AsyncClient) -> None:
     assert len(fields["sid"]) >= 16
     # The open packet is alone in its body (no separator, nothing queued behind it).
     assert "\x1e" not in response.text
+
+
+async def test_polling_only_endpoint_offers_no_upgrade(nursery: trio.Nursery) -> None:
+    # engine.io: "upgrades" lists the transports the client may upgrade to; a WebSocket the
+    # endpoint would refuse ("Transport unknown") must not be offered.
+    _, address = await start_engine(nursery, EchoHandler(), EngineOptions(transports=("polling",)))
+    async with httpx.AsyncClient(base_url=f"http://{address}") as http:
+        fields = await Poller(http).handshake()
+    rejected = await refusal(address, "EIO=4&transport=websocket")
+    assert json.loads(rejected.body or b"{}")["code"] == 0
+    assert fields["upgrades"] == []
 
 
 async def test_websocket_handshake(nursery: trio.Nursery, address: str) -> None:
@@ -334,6 +348,40 @@ async def test_websocket_echo(nursery: trio.Nursery, address: str) -> None:
         assert await receive(ws) == message
 
 
+async def test_websocket_control_and_fragmented_frames(address: str) -> None:
+    client = await RawWs.connect(address, "/engine.io/?EIO=4&transport=websocket")
+    (opened,) = await client.next_events()
+    assert isinstance(opened, ws_events.TextMessage)
+    await client.send(ws_events.Ping(payload=b"hi"))
+    assert await client.next_events() == [ws_events.Pong(payload=b"hi")]
+    # A message in three frames, with a ping between two of them, is one message.
+    await client.send(ws_events.TextMessage(data="4frag", message_finished=False))
+    await client.send(ws_events.TextMessage(data="men", message_finished=False))
+    await client.send(ws_events.Ping(payload=b""))
+    await client.send(ws_events.TextMessage(data="ted €", message_finished=True))
+    events = await client.next_events()
+    while len(events) < 2:
+        events += await client.next_events()
+    assert events == [
+        ws_events.Pong(payload=b""),
+        ws_events.TextMessage(data="4fragmented €"),
+    ]
+    await client.send(ws_events.BytesMessage(data=b"\x01", message_finished=False))
+    await client.send(ws_events.BytesMessage(data=b"\x02", message_finished=True))
+    assert await client.next_events() == [ws_events.BytesMessage(data=b"\x01\x02")]
+
+
+async def test_fragmented_message_over_max_payload_is_1009(nursery: trio.Nursery) -> None:
+    _, address = await start_engine(nursery, EchoHandler(), limits=Limits(max_message_bytes=100))
+    client = await RawWs.connect(address, "/engine.io/?EIO=4&transport=websocket")
+    await client.next_events()
+    for _ in range(3):  # 3 x 40 bytes: each frame is small, the message is not
+        await client.send(ws_events.TextMessage(data="4" + "a" * 39, message_finished=False))
+    messages, close = await client.until_close()
+    assert messages == []
+    assert close.code == 1009
+
+
 async def test_heartbeat_over_websocket(nursery: trio.Nursery, address: str) -> None:
     ws = await connect_ws(nursery, address)
     await receive(ws)  # open
@@ -509,6 +557,35 @@ async def test_upgrade_timeout_closes_the_probe(nursery: trio.Nursery) -> None:
         # Polling goes on; GETs are no longer answered with noops.
         assert (await poller.post("4still polling")).text == "ok"
         assert (await poller.get()).text == "4still polling"
+
+
+class CrashOnMessage(EchoHandler):
+    """Echoes, except that the message "4crash" raises (a bug in the application)."""
+
+    def on_message(self, socket: EngineSocket, data: str | bytes) -> None:
+        if data == "crash":
+            raise RuntimeError("application bug")
+        super().on_message(socket, data)
+
+
+async def test_handler_failure_ends_that_connection_only(nursery: trio.Nursery) -> None:
+    # hub.transport.native: "a connection's failure ends that connection only, with one log
+    # line" -- the listener and the other sessions go on.
+    _, address = await start_engine(nursery, CrashOnMessage())
+    async with httpx.AsyncClient(base_url=f"http://{address}") as http:
+        bystander = Poller(http)
+        await bystander.handshake()
+        culprit = Poller(http)
+        await culprit.handshake()
+        try:
+            response = await culprit.post("4crash")
+        except httpx.HTTPError:
+            pass  # the connection was dropped: fine
+        else:
+            assert response.status_code >= 500
+        assert (await bystander.post("4still served")).text == "ok"
+        assert (await bystander.get()).text == "4still served"
+        await Poller(http).handshake()
 
 
 # --- CORS ---------------------------------------------------------------------------------------

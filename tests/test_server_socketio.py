@@ -236,6 +236,24 @@ async def test_emits_from_the_connect_handler_follow_connect(
     assert await client.receive() == b"\x01"
 
 
+async def test_disconnect_from_the_connect_handler(nursery: trio.Nursery) -> None:
+    server, _, disconnects = server_with_record()
+
+    @server.on("connect")
+    def connect(socket: Socket, auth: dict[str, Any]) -> None:
+        socket.emit("welcome")
+        socket.disconnect()
+
+    address = await start_server(nursery, server)
+    client = await RawSio.open(nursery, address)
+    await client.send("40")
+    assert (await client.receive_text()).startswith("40{")
+    assert await client.receive_text() == '42["welcome"]'
+    assert await client.receive_text() == "41"
+    assert await disconnects.wait_for(1) == [("/", "server namespace disconnect")]
+    assert server.main.sockets == {}
+
+
 # --- events and acks --------------------------------------------------------------------------
 
 # (frame sent, frame answered)
@@ -349,6 +367,9 @@ MALFORMED: list[list[str | bytes]] = [
     [b"\x01"],  # an attachment that no packet announced
     ['451-["a",{"_placeholder":true,"num":0}]', "42[]"],  # text where an attachment is due
     ['44{"message":"clients may not send this"}'],
+    ['4511-["a"]'],  # more attachments than ServerOptions.max_attachments (10)
+    ['451-["a"]'],  # an attachment announced, no placeholder for it
+    ['4"3"'],
 ]
 
 
@@ -646,6 +667,45 @@ async def test_emit_to_an_unknown_namespace_does_not_create_it(nursery: trio.Nur
 
 
 # --- the Engine.IO endpoint of the server ----------------------------------------------------
+
+
+async def test_connect_timeout_over_polling(nursery: trio.Nursery) -> None:
+    server = Server(ServerOptions(ping_interval=10, ping_timeout=5, connect_timeout=0.2))
+    address = await start_server(nursery, server)
+    async with httpx.AsyncClient(base_url=f"http://{address}") as http:
+        poller = Poller(http, "/socket.io/")
+        await poller.handshake()
+        start = trio.current_time()
+        assert (await poller.get()).text == "1"
+        assert 0.15 <= trio.current_time() - start < 0.5
+        assert error_body(await poller.get())["code"] == 1
+
+
+async def test_malformed_packet_over_polling_closes(nursery: trio.Nursery) -> None:
+    server, _, disconnects = server_with_record()
+    address = await start_server(nursery, server)
+    async with httpx.AsyncClient(base_url=f"http://{address}") as http:
+        poller = Poller(http, "/socket.io/")
+        await poller.handshake()
+        assert (await poller.post("40")).text == "ok"
+        assert (await poller.get()).text.startswith("40{")
+        await poller.post('42{}\x1e42["sum",1]')
+        # The close packet is the last thing the client gets; the event after it is dropped.
+        assert (await poller.get()).text == "1"
+        assert await disconnects.wait_for(1) == [("/", "parse error")]
+        assert error_body(await poller.get())["code"] == 1
+
+
+async def test_client_close_over_polling(nursery: trio.Nursery) -> None:
+    server, _, disconnects = server_with_record()
+    address = await start_server(nursery, server)
+    async with httpx.AsyncClient(base_url=f"http://{address}") as http:
+        poller = Poller(http, "/socket.io/")
+        await poller.handshake()
+        assert (await poller.post("40")).text == "ok"
+        assert (await poller.get()).text.startswith("40{")
+        assert (await poller.post("1")).text == "ok"
+        assert await disconnects.wait_for(1) == [("/", "transport close")]
 
 
 async def test_cors_options_of_the_server(nursery: trio.Nursery) -> None:

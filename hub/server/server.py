@@ -34,8 +34,8 @@ from hub.engineio.session import SessionOptions
 from hub.server.broadcast import BroadcastOperator
 from hub.server.client import Client
 from hub.server.namespace import Handler, Middleware, Namespace
-from hub.transport.engine import Cors, EngineOptions, EngineServer, EngineSocket
 from hub.transport.asgi import ASGIApp
+from hub.transport.engine import Cors, EngineOptions, EngineServer, EngineSocket
 from hub.transport.http import App
 from hub.transport.native import Limits, serve
 from hub.transport.router import Router

@@ -99,7 +99,12 @@ class ASGIApp:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                await _send_response(send, Response.text(413, "request body too large"))
+                request = _request_of(scope)
+                request.body_too_large = True
+                if getattr(self.app, "handles_body_too_large", False):
+                    await _send_response(send, await self.app.handle_http(request))
+                else:
+                    await _send_response(send, Response.text(413, "request body too large"))
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):

@@ -82,8 +82,8 @@ class Cors:
 class EngineOptions:
     """How an Engine.IO endpoint behaves."""
 
-    session: SessionOptions = SessionOptions()
-    cors: Cors = Cors()
+    session: SessionOptions = attrs.field(factory=SessionOptions)
+    cors: Cors = attrs.field(factory=Cors)
     transports: tuple[str, ...] = ("polling", "websocket")
 
 
@@ -227,6 +227,10 @@ class EngineSocket:
                 with trio.CancelScope(shield=True), trio.move_on_after(10):
                     await handler.on_close(self, self.session.close_reason or "transport close")
                 nursery.cancel_scope.cancel()
+        except* Exception:
+            # A bug in the handler's tasks: this session ends, the server goes on.
+            log.exception("session %s failed", self.sid)
+            self.session.close("server error")
         finally:
             self._end(self.session.close_reason or "server shutting down")
 
@@ -268,9 +272,16 @@ class EngineServer:
     requests to :meth:`handle_http` and its WebSockets to :meth:`handle_websocket`.
     """
 
+    handles_body_too_large = True  # an oversize POST closes its session (413)
+
     def __init__(self, handler: EngineHandler, options: EngineOptions | None = None) -> None:
         self.handler = handler
-        self.options = options or EngineOptions()
+        options = options or EngineOptions()
+        if "websocket" not in options.transports and options.session.allow_upgrades:
+            # Offer no upgrade that the endpoint would then refuse.
+            session = attrs.evolve(options.session, allow_upgrades=False)
+            options = attrs.evolve(options, session=session)
+        self.options = options
         self.sockets: dict[str, EngineSocket] = {}
         self._nursery: trio.Nursery | None = None
         # Sessions that the client closed over polling while no GET was waiting, with the time
@@ -430,6 +441,10 @@ class EngineServer:
         except EngineIOError as exc:
             return _error_of(exc)  # a stray request; the session itself goes on
         try:
+            if request.body_too_large:
+                raise EngineIOError(
+                    EngineErrorCode.BAD_REQUEST, "payload over maxPayload", status=413
+                )
             if request.headers.get("content-type", "").startswith("application/octet-stream"):
                 raise EngineIOError(EngineErrorCode.BAD_REQUEST, "binary payloads are not v4")
             packets = decode_payload(request.body, max_payload=self.options.session.max_payload)

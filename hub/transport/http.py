@@ -37,6 +37,8 @@ class Request:
         body: the whole body (bounded by the server's limit).
         client: the peer's address and port.
         disconnected: set when the peer goes away while the request is being answered.
+        body_too_large: the body was over the server's limit and was not read; only apps that
+            say so (``handles_body_too_large = True``) see such a request, others get a 413.
     """
 
     method: str
@@ -46,6 +48,7 @@ class Request:
     body: bytes = b""
     client: tuple[str, int] = ("", 0)
     disconnected: trio.Event = attrs.field(factory=trio.Event)
+    body_too_large: bool = False
 
     @classmethod
     def build(

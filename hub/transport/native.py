@@ -122,15 +122,20 @@ async def serve_listener(
 
 async def _serve_connection(app: App, stream: RawStream, limits: Limits) -> None:
     """One TCP connection: a writer task and the HTTP reader, in the connection's nursery."""
+    connection = _HttpConnection(app, stream, limits)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(stream.run_writer)
             try:
-                await _HttpConnection(app, stream, limits).run()
+                await connection.run()
             finally:
                 nursery.cancel_scope.cancel()
-    except StreamClosed:
+    except* StreamClosed:
         pass
+    except* Exception:
+        # A bug below us (the app's, or ours): this connection ends, nothing else does.
+        log.exception("connection from %s:%d failed", *stream.peer)
+        connection._send_error(500, "internal server error")
     finally:
         await stream.aclose()
 
@@ -193,11 +198,15 @@ class _HttpConnection:
                 return True
             await websocket.aclose()
             return True
-        declared = self.h11.their_state
         body = await self._read_body(limit=self.limits.max_body_bytes)
         if body is None:
-            if declared is not h11.ERROR:
+            if self.h11.their_state is h11.ERROR or self.h11.our_state is not h11.SEND_RESPONSE:
+                return True
+            if not getattr(self.app, "handles_body_too_large", False):
                 self._send_error(413, "request body too large")
+                return True
+            request.body_too_large = True
+            self._send((await self._answer(request)).with_headers((("Connection", "close"),)))
             return True
         request.body = body
         response = await self._answer(request)
@@ -302,6 +311,7 @@ class NativeWebSocket:
         self._size = 0
         self.accepted = False
         self._closed = False
+        self._sent_close = False
         self.close_code = 1006
 
     @property
@@ -353,7 +363,8 @@ class NativeWebSocket:
                     self._stream.send_nowait(self._ws.send(event.response()))
                 elif isinstance(event, ws_events.CloseConnection):
                     self.close_code = event.code
-                    if self._ws.state is ConnectionState.REMOTE_CLOSING:
+                    if not self._sent_close and self._ws.state is ConnectionState.REMOTE_CLOSING:
+                        self._sent_close = True
                         self._stream.send_nowait(self._ws.send(event.response()))
                     self._closed = True
                     raise WebSocketClosed(event.code, event.reason or "")
@@ -386,6 +397,7 @@ class NativeWebSocket:
         if self.closed:
             return
         self._closed = True
+        self._sent_close = True
         self.close_code = code
         payload = code.to_bytes(2, "big") + reason.encode("utf-8")[:120]
         self._stream.send_nowait(encode_frame(0x8, payload))

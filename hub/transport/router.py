@@ -15,6 +15,8 @@ class Router:
             ``/`` also matches the path without that slash.
     """
 
+    handles_body_too_large = True  # passed on to the app of the path, which decides
+
     def __init__(self, routes: list[tuple[str, App]]) -> None:
         self._routes = sorted(routes, key=lambda route: len(route[0]), reverse=True)
 
@@ -28,6 +30,8 @@ class Router:
         app = self._find(request.path)
         if app is None:
             return Response.text(404, "not found")
+        if request.body_too_large and not getattr(app, "handles_body_too_large", False):
+            return Response.text(413, "request body too large")
         return await app.handle_http(request)
 
     async def handle_websocket(self, request: Request, websocket: WebSocket) -> None:

@@ -43,10 +43,8 @@ class RawStream:
 
     def __init__(self, sock: socket.socket, *, max_buffered: int = 4_000_000) -> None:
         sock.setblocking(False)
-        try:
+        with contextlib.suppress(OSError):  # not TCP (a socketpair)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:  # pragma: no cover - not TCP (a test's socketpair)
-            pass
         self._sock = sock
         self._max_buffered = max_buffered
         self._pending: collections.deque[bytes] = collections.deque()
