@@ -14,12 +14,14 @@ import pytest
 import trio
 from interop.harness import (
     CONNECT_TIMEOUT,
+    SERVER_MODES,
     ClientProcess,
     Seen,
     node_command,
     open_client,
     plain,
     serve,
+    set_server_mode,
     wire_bytes,
 )
 
@@ -32,6 +34,12 @@ SINGLE_TRANSPORTS = [
 
 # Short reconnection delays, so that a reconnection (or its absence) shows quickly.
 FAST_RECONNECT: dict[str, Any] = {"reconnectionDelay": 100, "reconnectionDelayMax": 200}
+
+
+@pytest.fixture(autouse=True, params=SERVER_MODES)
+def _server_mode(request: pytest.FixtureRequest) -> None:
+    """Each test runs against the native listener and against ASGI under hypercorn."""
+    set_server_mode(request.param)
 
 
 @pytest.fixture(autouse=True)

@@ -14,12 +14,14 @@ import pytest
 import trio
 from interop.harness import (
     CONNECT_TIMEOUT,
+    SERVER_MODES,
     ClientProcess,
     Seen,
     open_client,
     plain,
     python_command,
     serve,
+    set_server_mode,
     wire_bytes,
 )
 
@@ -34,6 +36,12 @@ SINGLE_TRANSPORTS = [
     pytest.param(["websocket"], id="websocket"),
     pytest.param(["polling"], id="polling"),
 ]
+
+
+@pytest.fixture(autouse=True, params=SERVER_MODES)
+def _server_mode(request: pytest.FixtureRequest) -> None:
+    """Each test runs against the native listener and against ASGI under hypercorn."""
+    set_server_mode(request.param)
 
 
 @pytest.fixture(autouse=True)

@@ -55,10 +55,13 @@ class Client:
     # -- incoming --------------------------------------------------------------------------
 
     def on_message(self, data: str | bytes) -> None:
+        if self._closed:
+            return  # after a parse error, the rest of the connection's input is ignored
         try:
             packet = self.decoder.receive(data)
         except SocketIOError as exc:
             log.info("connection %s: parse error: %s", self.engine.sid, exc.message)
+            self._closed = True
             self.engine.close("parse error")
             return
         if packet is not None:

@@ -450,7 +450,7 @@ class EngineServer:
             packets = decode_payload(request.body, max_payload=self.options.session.max_payload)
             for packet in packets:
                 socket._receive(packet, via=Transport.POLLING)
-                if session.closed:
+                if session.closed or socket._closing is not None:
                     break
         except EngineIOError as exc:
             log.info("session %s: %s", socket.sid, exc.message)
@@ -532,7 +532,9 @@ class EngineServer:
                 message = await ws.receive()
                 socket._receive(decode_packet(message), via=Transport.WEBSOCKET)
         except WebSocketClosed as exc:
-            reason = "transport close" if exc.code in (1000, 1001, 1005) else "transport error"
+            # As engine.io: the connection going away (with or without a close frame) is a
+            # "transport close"; a broken frame or an oversize message is a "transport error".
+            reason = "transport error" if exc.code in (1002, 1007, 1009) else "transport close"
         except EngineIOError as exc:
             log.info("session %s: %s", socket.sid, exc.message)
             reason = "parse error"

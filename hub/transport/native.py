@@ -44,6 +44,7 @@ class Limits:
     max_body_bytes: int = 1_100_000
     max_message_bytes: int = 1_000_000
     max_buffered: int = 4_000_000
+    close_timeout: float = 5.0
 
 
 def open_listener(host: str, port: int, *, backlog: int = 1024) -> socket.socket:
@@ -312,6 +313,8 @@ class NativeWebSocket:
         self.accepted = False
         self._closed = False
         self._sent_close = False
+        self._close_deadline = float("inf")
+        self._read_scope: trio.CancelScope | None = None
         self.close_code = 1006
 
     @property
@@ -371,9 +374,14 @@ class NativeWebSocket:
             if self.closed:
                 raise WebSocketClosed(self.close_code)
             try:
-                data = await self._stream.receive_some()
+                with trio.CancelScope(deadline=self._close_deadline) as self._read_scope:
+                    data = await self._stream.receive_some()
+                if self._read_scope.cancelled_caught:
+                    data = b""  # we sent a Close and the peer never answered it
             except StreamClosed:
                 data = b""
+            finally:
+                self._read_scope = None
             if not data:
                 self._closed = True
                 raise WebSocketClosed(1006, "connection lost")
@@ -398,6 +406,9 @@ class NativeWebSocket:
             return
         self._closed = True
         self._sent_close = True
+        self._close_deadline = trio.current_time() + self._http.limits.close_timeout
+        if self._read_scope is not None:
+            self._read_scope.deadline = self._close_deadline
         self.close_code = code
         payload = code.to_bytes(2, "big") + reason.encode("utf-8")[:120]
         self._stream.send_nowait(encode_frame(0x8, payload))

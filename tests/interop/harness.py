@@ -14,6 +14,7 @@ test is skipped, or fails under ``HUB_REQUIRE_ALL=1``.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -23,8 +24,10 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
+import hypercorn.config
+import hypercorn.trio
 import pytest
 import trio
 
@@ -88,8 +91,33 @@ def python_command() -> list[str]:
     return [sys.executable, str(PY_CLIENT)]
 
 
+SERVER_MODES = ["native", "asgi"]
+
+
+class _Mode:
+    """How :func:`serve` runs the server: the native listener, or ASGI under hypercorn."""
+
+    current = "native"
+
+
+def set_server_mode(mode: str) -> None:
+    _Mode.current = mode
+
+
 async def serve(nursery: trio.Nursery, server: hub.Server) -> str:
-    """Start ``server`` on a free loopback port in ``nursery``; returns its base URL."""
+    """Start ``server`` on a free loopback port in ``nursery``; returns its base URL.
+
+    Under the "asgi" mode (see :func:`set_server_mode`) the server runs as ``server.asgi()``
+    in hypercorn's trio worker instead of on hub's own listener.
+    """
+    if _Mode.current == "asgi":
+        config = hypercorn.config.Config()
+        config.bind = ["127.0.0.1:0"]
+        config.accesslog = None
+        binds: list[str] = await nursery.start(
+            functools.partial(hypercorn.trio.serve, cast(Any, server.asgi()), config)
+        )
+        return binds[0]
     host, port = await nursery.start(server.serve, "127.0.0.1", 0)
     return f"http://{host}:{port}"
 
