@@ -71,7 +71,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             origins = args.cors_origin
             options = ServerOptions(path=args.path, cors_origins=origins or "*")
             server = demo_server(options)
-            print(f"hub listening on http://{args.host}:{args.port}{args.path}", flush=True)
             trio.run(server.serve, args.host, args.port)
         elif args.command == "conformance":
             from hub.conformance import serve_conformance

@@ -13,6 +13,7 @@ import collections
 import hashlib
 import logging
 import socket
+from http import HTTPStatus
 from typing import Any
 
 import attrs
@@ -267,7 +268,11 @@ class _HttpConnection:
         ]
         headers.append((b"Content-Length", str(len(response.body)).encode()))
         try:
-            data = self.h11.send(h11.Response(status_code=response.status, headers=headers))
+            data = self.h11.send(
+                h11.Response(
+                    status_code=response.status, headers=headers, reason=_reason(response.status)
+                )
+            )
             data += self.h11.send(h11.Data(data=response.body)) if response.body else b""
             data += self.h11.send(h11.EndOfMessage())
         except h11.LocalProtocolError:
@@ -281,6 +286,13 @@ class _HttpConnection:
         log.info("HTTP %d to %s:%d: %s", status, *self.stream.peer, message)
         response = Response.text(status, message, (("Connection", "close"),))
         self._send(response)
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
 
 
 def _is_websocket_upgrade(request: Request) -> bool:
