@@ -98,14 +98,8 @@ class RawStream:
         if self.closed:
             return
         if not self._pending:
-            try:
-                sent = self._sock.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                self._fail(f"send failed: {errno.errorcode.get(exc.errno or 0, exc)}")
-                return
-            if sent == len(data):
+            sent = self._try_send(data)
+            if sent is None or sent == len(data):
                 return
             data = data[sent:]
         self._pending.append(data)
@@ -126,6 +120,16 @@ class RawStream:
                     return
                 self._flush_some()
 
+    def _try_send(self, data: bytes) -> int | None:
+        """One non-blocking ``send``: bytes taken by the kernel, or None if the stream failed."""
+        try:
+            return self._sock.send(data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            self._fail(f"send failed: {errno.errorcode.get(exc.errno or 0, exc)}")
+            return None
+
     def _flush_some(self) -> None:
         chunks = []
         size = 0
@@ -134,12 +138,8 @@ class RawStream:
             chunks.append(chunk)
             size += len(chunk)
         data = b"".join(chunks)
-        try:
-            sent = self._sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError as exc:
-            self._fail(f"send failed: {errno.errorcode.get(exc.errno or 0, exc)}")
+        sent = self._try_send(data)
+        if sent is None:
             return
         self._pending_bytes -= sent
         if sent < len(data):
