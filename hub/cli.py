@@ -1,88 +1,173 @@
 """The ``hub`` command.
 
-``hub serve`` starts a Socket.IO server; ``hub conformance`` starts the app that the official
-protocol test suites run against.
+``hub serve`` starts the hub (development on SQLite unless configured otherwise; ``--demo`` seeds
+users and a shared project and prints their tokens); ``hub token`` mints a development token;
+``hub schema`` exports the event catalogue; ``hub users|projects|batches`` manage the SQLite
+access store; ``hub conformance`` serves the app of the official protocol test suites.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 import trio
 
-from hub.server import Server, ServerOptions, Socket
+from hub.app.config import Config, ConfigError
 
-__all__ = ["demo_server", "main"]
-
-
-def demo_server(options: ServerOptions) -> Server:
-    """A small server to try clients against: echo with ack, rooms, broadcast."""
-    server = Server(options)
-
-    @server.on("connect")
-    def connect(socket: Socket, auth: dict[str, Any]) -> None:
-        logging.getLogger("hub").info("connect %s from %s", socket.id, socket.handshake.address)
-
-    @server.on("echo")
-    def echo(socket: Socket, *args: Any) -> tuple[Any, ...]:
-        socket.emit("echo", *args)
-        return args
-
-    @server.on("join")
-    def join(socket: Socket, room: str) -> dict[str, bool]:
-        socket.join(str(room))
-        return {"ok": True}
-
-    @server.on("say")
-    def say(socket: Socket, room: str, *args: Any) -> int:
-        return server.to(str(room)).emit("said", *args)
-
-    return server
+__all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hub", description="A Socket.IO server on Trio.")
+    from hub.app.store_cli import add_store_commands
+
+    parser = argparse.ArgumentParser(prog="hub", description="A Socket.IO hub on Trio.")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the Socket.IO server")
-    serve.add_argument("--host", default=os.environ.get("HUB_HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("HUB_PORT", "3000")))
-    serve.add_argument("--path", default="/socket.io/")
-    serve.add_argument("--cors-origin", action="append", default=None, metavar="ORIGIN")
+
+    serve = commands.add_parser("serve", help="run the hub")
+    serve.add_argument("--host", help="listen address (HUB_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (HUB_PORT, default 3000)")
+    serve.add_argument("--internal-host", help="address of the internal API (HUB_INTERNAL_HOST)")
+    serve.add_argument(
+        "--internal-port",
+        type=int,
+        help="serve /internal/ only on this port (HUB_INTERNAL_PORT; default: on the public port)",
+    )
+    serve.add_argument("--database", help="SQLite access store (HUB_DATABASE, default hub.sqlite3)")
+    serve.add_argument("--env", choices=["development", "production"], help="HUB_ENV / NODE_ENV")
+    serve.add_argument("--access-hook-url", help="ask this backend for access decisions")
+    serve.add_argument("--ping-interval", type=float, help="seconds (HUB_PING_INTERVAL)")
+    serve.add_argument("--ping-timeout", type=float, help="seconds (HUB_PING_TIMEOUT)")
+    serve.add_argument("--max-payload", type=int, help="bytes (HUB_MAX_PAYLOAD)")
+    serve.add_argument("--demo", action="store_true", help="seed demo users and print tokens")
+
+    token = commands.add_parser("token", help="mint a development token")
+    token.add_argument("user_id")
+    token.add_argument("--email")
+    token.add_argument("--expires-in", type=float, default=3600.0, help="seconds")
+
+    schema = commands.add_parser("schema", help="export the event catalogue")
+    schema.add_argument("--format", choices=["json", "typescript"], default="json")
+    schema.add_argument("--output", "-o", help="write to this file instead of stdout")
+
     conformance = commands.add_parser(
-        "conformance", help="run the app of the official protocol test suites"
+        "conformance", help="serve the app of the official protocol test suites"
     )
     conformance.add_argument("--host", default="localhost")
     conformance.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
+
+    add_store_commands(commands)
     return parser
 
 
+def _config(args: argparse.Namespace) -> Config:
+    return Config.from_env(
+        os.environ,
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+        internal_host=getattr(args, "internal_host", None),
+        internal_port=getattr(args, "internal_port", None),
+        database=getattr(args, "database", None),
+        access_hook_url=getattr(args, "access_hook_url", None),
+        ping_interval=getattr(args, "ping_interval", None),
+        ping_timeout=getattr(args, "ping_timeout", None),
+        max_payload=getattr(args, "max_payload", None),
+        **({"env": args.env} if getattr(args, "env", None) else {}),
+    ).check()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from hub.app.demo import seed_demo
+    from hub.app.hub import Hub
+    from hub.app.store import SQLiteStore, open_store
+
+    config = _config(args)
+    store = open_store(config.database, config.access_hook_url, config.access_hook_token)
+    if args.demo:
+        if not isinstance(store, SQLiteStore):
+            print("hub: --demo seeds the SQLite store; unset the access hook", file=sys.stderr)
+            return 2
+        print(seed_demo(store, config), flush=True)
+    hub = Hub(config, store)
+    trio.run(hub.serve)
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from hub.app.auth import AuthSettings, mint_token
+
+    config = _config(args)
+    if config.production:
+        print("hub: 'hub token' mints development tokens only", file=sys.stderr)
+        return 2
+    settings = AuthSettings(
+        secret=config.jwt_secret,
+        algorithms=config.jwt_algorithms,
+        issuer=config.jwt_issuer,
+        audience=config.jwt_audience,
+    )
+    print(mint_token(args.user_id, settings, email=args.email, expires_in=args.expires_in))
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from hub.app.events import json_schema, typescript
+
+    text = json.dumps(json_schema(), indent=2) + "\n" if args.format == "json" else typescript()
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as output:
+            output.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+
     args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except* OSError as group:  # e.g. the port is taken: one line, no traceback
+        print(f"hub: {_first(group)}", file=sys.stderr)
+    return 1
+
+
+def _first(group: BaseExceptionGroup[OSError]) -> BaseException:
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+def _run(args: argparse.Namespace) -> int:
+    from hub.app.store_cli import run_store_command
+
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
         if args.command == "serve":
-            origins = args.cors_origin
-            options = ServerOptions(path=args.path, cors_origins=origins or "*")
-            server = demo_server(options)
-            trio.run(server.serve, args.host, args.port)
-        elif args.command == "conformance":
+            return _serve(args)
+        if args.command == "token":
+            return _token(args)
+        if args.command == "schema":
+            return _schema(args)
+        if args.command == "conformance":
             from hub.conformance import serve_conformance
 
             print(f"conformance app on http://{args.host}:{args.port}", flush=True)
             trio.run(serve_conformance, args.host, args.port)
+            return 0
+        return run_store_command(args)
+    except ConfigError as exc:
+        print(f"hub: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 0
-    except OSError as exc:
-        print(f"hub: {exc}", file=sys.stderr)
-        return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""The hub application: configuration, authentication, access and room policy."""

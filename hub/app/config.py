@@ -1,0 +1,169 @@
+"""The hub's configuration: environment variables, with command-line flags over them.
+
+Names the platform already uses are kept: ``JWT_ACCESS_SECRET``, ``WS_ALLOWED_ORIGINS``
+(comma-separated), ``NODE_ENV`` or ``HUB_ENV`` (``development`` | ``production``); the hub's own
+start with ``HUB_``. :meth:`Config.from_env` reads them; :meth:`Config.check` refuses a production
+configuration that lacks a secret or an emit token, naming what is missing.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+__all__ = ["DEV_EMIT_TOKEN", "DEV_JWT_SECRET", "Config", "ConfigError", "Environment"]
+
+# Development only: known values so that `hub token` and the demo's curl work out of the box.
+# Production refuses to start without its own (Config.check).
+DEV_JWT_SECRET = "hub-development-secret-do-not-use-in-production"
+DEV_EMIT_TOKEN = "hub-development-emit-token"
+
+_DEV_ORIGIN = re.compile(r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says what to set."""
+
+
+class Environment(enum.StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+def _float(value: str, name: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {value!r}") from None
+
+
+def _int(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
+
+
+def _list(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _text(value: str, name: str) -> str:
+    return value
+
+
+# environment variable -> (Config field, converter)
+_ENV_FIELDS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
+    "HUB_HOST": ("host", _text),
+    "HUB_PORT": ("port", _int),
+    "HUB_PATH": ("path", _text),
+    "HUB_INTERNAL_HOST": ("internal_host", _text),
+    "HUB_INTERNAL_PORT": ("internal_port", _int),
+    "HUB_DATABASE": ("database", _text),
+    "HUB_ACCESS_HOOK_URL": ("access_hook_url", _text),
+    "HUB_ACCESS_HOOK_TOKEN": ("access_hook_token", _text),
+    "JWT_ACCESS_SECRET": ("jwt_secret", _text),
+    "HUB_JWT_ALGORITHMS": ("jwt_algorithms", lambda v, n: _list(v)),
+    "HUB_JWT_ISSUER": ("jwt_issuer", _text),
+    "HUB_JWT_AUDIENCE": ("jwt_audience", _text),
+    "HUB_EMIT_TOKEN": ("emit_token", _text),
+    "WS_ALLOWED_ORIGINS": ("allowed_origins", lambda v, n: _list(v)),
+    "HUB_PING_INTERVAL": ("ping_interval", _float),
+    "HUB_PING_TIMEOUT": ("ping_timeout", _float),
+    "HUB_MAX_PAYLOAD": ("max_payload", _int),
+    "HUB_TOKEN_WARNING": ("token_warning", _float),
+}
+
+
+@attrs.frozen
+class Config:
+    """Everything the hub reads at start-up. Times in seconds, sizes in bytes."""
+
+    env: Environment = Environment.DEVELOPMENT
+    host: str = "127.0.0.1"
+    port: int = 3000
+    path: str = "/socket.io/"
+    internal_host: str | None = None
+    internal_port: int | None = None
+    database: str = "hub.sqlite3"
+    access_hook_url: str | None = None
+    access_hook_token: str | None = None
+    jwt_secret: str | None = None
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    emit_token: str | None = None
+    allowed_origins: tuple[str, ...] = ()
+    ping_interval: float = 25.0
+    ping_timeout: float = 20.0
+    max_payload: int = 1_000_000
+    token_warning: float = 300.0
+    max_internal_body: int = 1_000_000
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Config:
+        """Read the environment; ``overrides`` (command-line flags) win over it.
+
+        Raises:
+            ConfigError: a value has the wrong form.
+        """
+        values: dict[str, Any] = {}
+        env_name = environ.get("HUB_ENV") or environ.get("NODE_ENV") or "development"
+        try:
+            values["env"] = Environment(env_name.strip().lower())
+        except ValueError:
+            raise ConfigError(
+                f"HUB_ENV/NODE_ENV must be 'development' or 'production', not {env_name!r}"
+            ) from None
+        for name, (field, convert) in _ENV_FIELDS.items():
+            raw = environ.get(name)
+            if raw is not None and raw != "":
+                values[field] = convert(raw, name)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @property
+    def production(self) -> bool:
+        return self.env is Environment.PRODUCTION
+
+    def check(self) -> Config:
+        """Refuse what cannot run; in development, fill in the development defaults.
+
+        Returns:
+            The configuration to run with.
+
+        Raises:
+            ConfigError: production without ``JWT_ACCESS_SECRET`` or ``HUB_EMIT_TOKEN`` (all
+                that is missing is named), or without ``WS_ALLOWED_ORIGINS``.
+        """
+        if self.production:
+            missing = [
+                name
+                for name, value in (
+                    ("JWT_ACCESS_SECRET", self.jwt_secret),
+                    ("HUB_EMIT_TOKEN", self.emit_token),
+                    ("WS_ALLOWED_ORIGINS", self.allowed_origins),
+                )
+                if not value
+            ]
+            if missing:
+                raise ConfigError(
+                    "production needs " + ", ".join(missing) + " (set them in the environment)"
+                )
+            return self
+        return attrs.evolve(
+            self,
+            jwt_secret=self.jwt_secret or DEV_JWT_SECRET,
+            emit_token=self.emit_token or DEV_EMIT_TOKEN,
+        )
+
+    def origin_allowed(self, origin: str) -> bool:
+        """CORS as the platform expects: development allows ``http(s)://localhost:*`` and
+        ``127.0.0.1:*`` (plus ``WS_ALLOWED_ORIGINS``); production exactly ``WS_ALLOWED_ORIGINS``."""
+        if origin in self.allowed_origins:
+            return True
+        return not self.production and _DEV_ORIGIN.fullmatch(origin) is not None

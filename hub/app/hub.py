@@ -1,0 +1,411 @@
+"""The hub itself: authenticated sockets in user, project and batch rooms, and the emitters.
+
+Every socket proves who it is with a JWT at connect (:mod:`hub.app.auth`) and joins
+``user:<id>``. It may then ask to join ``project:<id>`` (owner or accepted share) and
+``batch:<id>`` (access to the batch's project); the access store decides
+(:mod:`hub.app.store`). A token's expiry is a deadline: the socket is warned (``auth:expiring``)
+before it, may send ``refresh-token``, and is closed at the Engine.IO level when it passes, so the
+stock client reconnects and asks its ``auth`` callback for a fresh token.
+
+Backend services reach sockets through :meth:`Hub.emit` and the helpers named as the platform
+names them (``emit_segmentation_update`` ...), in process or through the internal HTTP API
+(:mod:`hub.app.internal`). Known events are validated against the catalogue
+(:mod:`hub.app.events`) before anything is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+import trio
+
+from hub.app.auth import AuthError, AuthErrorCode, AuthSettings, extract_token, verify_token
+from hub.app.config import Config
+from hub.app.events import EVENTS, to_wire, validate_event
+from hub.app.store import AccessStore, StoreError
+from hub.server import ConnectionRefused, Server, ServerOptions, Socket
+
+__all__ = ["Hub", "HubAddresses", "RoomError"]
+
+log = logging.getLogger("hub.app")
+
+
+def user_room(user_id: str) -> str:
+    return f"user:{user_id}"
+
+
+def project_room(project_id: str) -> str:
+    return f"project:{project_id}"
+
+
+def batch_room(batch_id: str) -> str:
+    return f"batch:{batch_id}"
+
+
+class RoomError(Exception):
+    """A join refused: ``code`` and ``message`` go back to the client in the ack."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _ok() -> dict[str, Any]:
+    return {"ok": True}
+
+
+def _refused(error: RoomError) -> dict[str, Any]:
+    return {"ok": False, "error": {"code": error.code, "message": error.message}}
+
+
+def _id_field(payload: Any, name: str) -> str:
+    value = payload.get(name) if isinstance(payload, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value or len(value) > 200:
+        raise RoomError("INVALID_PAYLOAD", f"expected {{{name}: string}}")
+    return value
+
+
+class Hub:
+    """The real-time hub of the platform.
+
+    Args:
+        config: the checked configuration (:meth:`Config.check`).
+        store: where access decisions come from.
+    """
+
+    def __init__(self, config: Config, store: AccessStore) -> None:
+        self.config = config
+        self.store = store
+        self.auth = AuthSettings(
+            secret=config.jwt_secret,
+            algorithms=config.jwt_algorithms,
+            issuer=config.jwt_issuer,
+            audience=config.jwt_audience,
+        )
+        self.server = Server(
+            ServerOptions(
+                path=config.path,
+                ping_interval=config.ping_interval,
+                ping_timeout=config.ping_timeout,
+                max_payload=config.max_payload,
+                cors_origins=config.origin_allowed,
+                cors_credentials=True,
+            )
+        )
+        # user id -> that user's live sockets (several tabs)
+        self.connections: dict[str, dict[str, Socket]] = {}
+        self._expiry: dict[str, trio.CancelScope] = {}
+        server = self.server
+        server.use(self._authenticate)
+        server.on("connect", self._on_connect)
+        server.on("disconnect", self._on_disconnect)
+        server.on("join-project", self._join_project)
+        server.on("leave-project", self._leave_project)
+        server.on("join-batch", self._join_batch)
+        server.on("leave-batch", self._leave_batch)
+        server.on("refresh-token", self._refresh_token)
+
+    # -- connecting ------------------------------------------------------------------------
+
+    async def _authenticate(self, socket: Socket, auth: dict[str, Any]) -> None:
+        handshake = socket.handshake
+        try:
+            token = extract_token(auth, handshake.headers, handshake.query)
+            if token is None:
+                raise AuthError(AuthErrorCode.TOKEN_MISSING, "no token")
+            identity = verify_token(token, self.auth)
+            try:
+                user = await self.store.get_user(identity.user_id)
+            except StoreError as exc:
+                log.warning("access store unavailable at connect: %s", exc)
+                raise ConnectionRefused(
+                    "Access store unavailable", {"code": "UNAVAILABLE"}
+                ) from None
+            if user is None or not user.enabled:
+                raise AuthError(AuthErrorCode.USER_NOT_FOUND, "unknown or disabled user")
+        except AuthError as exc:
+            log.info("connect refused from %s: %s", handshake.address, exc.code)
+            raise ConnectionRefused(exc.message, exc.payload()) from None
+        socket.data["user_id"] = identity.user_id
+        socket.data["email"] = identity.email or user.email
+        socket.data["expires_at"] = identity.expires_at
+
+    def _on_connect(self, socket: Socket, auth: dict[str, Any]) -> None:
+        user_id: str = socket.data["user_id"]
+        socket.join(user_room(user_id))
+        self.connections.setdefault(user_id, {})[socket.id] = socket
+        self._watch_expiry(socket)
+
+    def _on_disconnect(self, socket: Socket, reason: str) -> None:
+        user_id = socket.data.get("user_id")
+        scope = self._expiry.pop(socket.id, None)
+        if scope is not None:
+            scope.cancel()
+        tabs = self.connections.get(user_id or "")
+        if tabs is not None:
+            tabs.pop(socket.id, None)
+            if not tabs:
+                del self.connections[user_id or ""]
+
+    # -- token lifetime --------------------------------------------------------------------
+
+    def _watch_expiry(self, socket: Socket) -> None:
+        previous = self._expiry.pop(socket.id, None)
+        if previous is not None:
+            previous.cancel()
+        expires_at = socket.data.get("expires_at")
+        if expires_at is None:
+            return
+        scope = trio.CancelScope()
+        self._expiry[socket.id] = scope
+        socket.client.nursery.start_soon(self._expire, socket, float(expires_at), scope)
+
+    async def _expire(self, socket: Socket, expires_at: float, scope: trio.CancelScope) -> None:
+        # The token's wall-clock expiry, mapped onto trio's clock once, here.
+        remaining = expires_at - time.time()
+        deadline = trio.current_time() + remaining
+        with scope:
+            warn_at = deadline - self.config.token_warning
+            if remaining > 0:
+                await trio.sleep_until(max(warn_at, trio.current_time()))
+                left = max(0.0, deadline - trio.current_time())
+                socket.emit(
+                    "auth:expiring",
+                    {"expiresAt": int(expires_at * 1000), "expiresIn": int(left * 1000)},
+                )
+                await trio.sleep_until(deadline)
+            log.info(
+                "token of user %s expired: closing socket %s", socket.data.get("user_id"), socket.id
+            )
+            # An Engine.IO close: the stock client reconnects and runs its auth callback.
+            socket.client.engine.close("token expired")
+
+    async def _refresh_token(self, socket: Socket, payload: Any = None) -> dict[str, Any]:
+        token = payload.get("token") if isinstance(payload, dict) else payload
+        if not isinstance(token, str) or not token:
+            return _refused(RoomError("TOKEN_MISSING", "expected {token: string}"))
+        try:
+            identity = verify_token(token, self.auth)
+        except AuthError as exc:
+            return _refused(RoomError(exc.code, exc.message))
+        if identity.user_id != socket.data.get("user_id"):
+            return _refused(RoomError("TOKEN_INVALID", "token is for another user"))
+        socket.data["expires_at"] = identity.expires_at
+        self._watch_expiry(socket)
+        expires = None if identity.expires_at is None else int(identity.expires_at * 1000)
+        return {"ok": True, "expiresAt": expires}
+
+    # -- rooms -----------------------------------------------------------------------------
+
+    async def _check(self, allowed: Any) -> bool:
+        try:
+            return bool(await allowed)
+        except StoreError as exc:
+            log.warning("access store unavailable: %s", exc)
+            raise RoomError("UNAVAILABLE", "access could not be checked; try again") from None
+
+    async def _join_project(self, socket: Socket, payload: Any = None) -> dict[str, Any]:
+        try:
+            project_id = _id_field(payload, "projectId")
+            user_id = socket.data["user_id"]
+            if not await self._check(self.store.can_access_project(user_id, project_id)):
+                raise RoomError("FORBIDDEN", f"no access to project {project_id}")
+        except RoomError as exc:
+            return _refused(exc)
+        socket.join(project_room(project_id))
+        return _ok()
+
+    def _leave_project(self, socket: Socket, payload: Any = None) -> dict[str, Any]:
+        try:
+            project_id = _id_field(payload, "projectId")
+        except RoomError as exc:
+            return _refused(exc)
+        socket.leave(project_room(project_id))
+        return _ok()
+
+    async def _join_batch(self, socket: Socket, payload: Any = None) -> dict[str, Any]:
+        try:
+            batch_id = _id_field(payload, "batchId")
+            user_id = socket.data["user_id"]
+            project_id = await self._project_of_batch(batch_id)
+            if not await self._check(self.store.can_access_project(user_id, project_id)):
+                raise RoomError("FORBIDDEN", f"no access to batch {batch_id}")
+        except RoomError as exc:
+            return _refused(exc)
+        socket.join(batch_room(batch_id))
+        return _ok()
+
+    async def _project_of_batch(self, batch_id: str) -> str:
+        try:
+            project_id = await self.store.project_of_batch(batch_id)
+        except StoreError as exc:
+            log.warning("access store unavailable: %s", exc)
+            raise RoomError("UNAVAILABLE", "access could not be checked; try again") from None
+        if project_id is None:
+            raise RoomError("NOT_FOUND", f"no batch {batch_id}")
+        return project_id
+
+    def _leave_batch(self, socket: Socket, payload: Any = None) -> dict[str, Any]:
+        try:
+            batch_id = _id_field(payload, "batchId")
+        except RoomError as exc:
+            return _refused(exc)
+        socket.leave(batch_room(batch_id))
+        return _ok()
+
+    # -- emitting --------------------------------------------------------------------------
+
+    def emit(
+        self,
+        event: str,
+        data: Any,
+        *,
+        to: Iterable[str],
+        except_: Iterable[str] = (),
+    ) -> int:
+        """Send ``event`` to the sockets in any of the rooms ``to`` but not in ``except_``.
+
+        A known event's ``data`` is validated (and normalised) first.
+
+        Returns:
+            How many sockets it reached.
+
+        Raises:
+            hub.app.events.EventValidationError: ``data`` is not a valid payload of ``event``.
+            ValueError: ``to`` is empty (a broadcast to everyone must be asked for with
+                :meth:`broadcast`).
+        """
+        rooms = [to] if isinstance(to, str) else list(to)
+        if not rooms:
+            raise ValueError("emit needs at least one room in 'to'")
+        if event in EVENTS:
+            data = validate_event(event, data)
+        skip = [except_] if isinstance(except_, str) else list(except_)
+        return self.server.to(rooms).except_(skip).emit(event, data)
+
+    def broadcast(self, event: str, data: Any) -> int:
+        """Send ``event`` to every connected socket."""
+        if event in EVENTS:
+            data = validate_event(event, data)
+        return self.server.emit(event, data)
+
+    def emit_to_user(self, user_id: str, event: str, data: Any) -> int:
+        """Send an event to every tab of one user."""
+        return self.emit(event, data, to=[user_room(user_id)])
+
+    def emit_segmentation_update(self, user_id: str, update: Any) -> int:
+        """Send a ``segmentation-update`` to one user (``update``: a SegmentationUpdate or dict)."""
+        data = to_wire(update) if not isinstance(update, dict) else update
+        return self.emit("segmentation-update", data, to=[user_room(user_id)])
+
+    def emit_queue_stats_update(self, project_id: str, stats: Any) -> int:
+        """Send a ``queue-stats-update`` to everyone on a project."""
+        data = to_wire(stats) if not isinstance(stats, dict) else stats
+        return self.emit("queue-stats-update", data, to=[project_room(project_id)])
+
+    def emit_parallel_processing_status(self, status: Any) -> int:
+        """Send the ``parallel-processing-status`` to every connected socket."""
+        data = to_wire(status) if not isinstance(status, dict) else status
+        return self.broadcast("parallel-processing-status", data)
+
+    def broadcast_thumbnail_update(self, project_id: str, update: Any) -> int:
+        """Send a ``thumbnail-update`` to everyone on a project."""
+        data = to_wire(update) if not isinstance(update, dict) else update
+        return self.emit("thumbnail-update", data, to=[project_room(project_id)])
+
+    # -- acting on users -------------------------------------------------------------------
+
+    def sockets_of(self, user_id: str) -> list[Socket]:
+        return list(self.connections.get(user_id, {}).values())
+
+    def join_rooms(self, user_id: str, rooms: Iterable[str]) -> int:
+        """Put every socket of a user in ``rooms``; returns how many sockets."""
+        sockets = self.sockets_of(user_id)
+        for socket in sockets:
+            socket.join(*rooms)
+        return len(sockets)
+
+    def leave_rooms(self, user_id: str, rooms: Iterable[str]) -> int:
+        """Take every socket of a user out of ``rooms`` (e.g. access revoked); returns how many."""
+        rooms = list(rooms)
+        sockets = self.sockets_of(user_id)
+        for socket in sockets:
+            socket.leave(*rooms)
+        return len(sockets)
+
+    def revoke_project(self, user_id: str, project_id: str) -> int:
+        """Access to a project was revoked: the user's sockets leave its room at once."""
+        invalidate = getattr(self.store, "invalidate", None)
+        if invalidate is not None:
+            invalidate(user_id=user_id, project_id=project_id)
+        return self.leave_rooms(user_id, [project_room(project_id)])
+
+    def disconnect_user(self, user_id: str) -> int:
+        """Disconnect every socket of a user (logout): final, the client does not reconnect."""
+        sockets = self.sockets_of(user_id)
+        for socket in sockets:
+            socket.disconnect()
+        return len(sockets)
+
+    # -- serving ---------------------------------------------------------------------------
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[HubAddresses] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve the Socket.IO endpoint and the internal API until cancelled.
+
+        ``task_status`` is started with the bound addresses (a port of 0 picks a free one).
+        """
+        from hub.app.internal import InternalAPI
+        from hub.transport.native import serve
+        from hub.transport.router import Router
+
+        config = self.config
+        internal = InternalAPI(self)
+        if config.internal_port is None:
+            self.server.route("/internal/", internal)
+        try:
+            async with trio.open_nursery() as nursery:
+                public = await nursery.start(self.server.serve, config.host, config.port)
+                internal_address = public
+                if config.internal_port is not None:
+                    internal_address = await nursery.start(
+                        serve,
+                        Router([("/internal/", internal)]),
+                        config.internal_host or config.host,
+                        config.internal_port,
+                    )
+                log.info(
+                    "hub (%s) on http://%s:%d%s, internal API on http://%s:%d/internal/",
+                    config.env,
+                    *public,
+                    config.path,
+                    *internal_address,
+                )
+                task_status.started(HubAddresses(public, internal_address))
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.store.aclose()
+
+
+@attrs.frozen
+class HubAddresses:
+    """Where a running hub listens."""
+
+    public: tuple[str, int]
+    internal: tuple[str, int]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.public[0]}:{self.public[1]}"
+
+    @property
+    def internal_url(self) -> str:
+        return f"http://{self.internal[0]}:{self.internal[1]}"

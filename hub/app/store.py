@@ -1,0 +1,694 @@
+"""Who may join which room: the access store.
+
+A project room needs ownership of the project or an accepted share of it; a batch room needs
+access to the batch's project; and a user must exist and be enabled to connect at all. Those
+answers come from an :class:`AccessStore`, of which there are two:
+
+* :class:`SQLiteStore`, the embedded default: users, projects, shares and batches in one SQLite
+  file, administered with the ``hub users|projects|batches`` commands
+  (:mod:`hub.app.store_cli`).
+* :class:`HTTPAccessHook`, for a hub deployed beside a platform that already knows its users:
+  the hub asks the platform's backend and keeps each answer for a few seconds.
+
+Either raises :class:`StoreError` when it cannot answer (a locked or broken database, a backend
+that is down or slow); the caller refuses the join with that error rather than guessing.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import sqlite3
+import threading
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Protocol, TypeVar, cast
+
+import attrs
+import httpx
+import trio
+
+__all__ = [
+    "AccessStore",
+    "Batch",
+    "HTTPAccessHook",
+    "Project",
+    "SQLiteStore",
+    "Share",
+    "StoreError",
+    "User",
+    "open_store",
+]
+
+_T = TypeVar("_T")
+
+DEFAULT_DATABASE = "hub.sqlite3"
+
+
+class StoreError(Exception):
+    """The access store cannot do or answer what was asked.
+
+    The message is one line, fit for the command line and for a refused join: an unknown user
+    when sharing, a duplicate id, a database that cannot be opened, a backend that is down.
+    """
+
+
+@attrs.frozen
+class User:
+    """A user as the access store knows it.
+
+    Attributes:
+        id: the user's id (the ``sub`` of their token).
+        email: their address, if known.
+        enabled: a disabled user may not connect.
+    """
+
+    id: str
+    email: str | None
+    enabled: bool = True
+
+
+@attrs.frozen
+class Share:
+    """A project shared with a user; only an accepted share grants access."""
+
+    user: str
+    accepted: bool
+
+
+@attrs.frozen
+class Project:
+    """A project, its owner and its shares (sorted by user id)."""
+
+    id: str
+    owner: str
+    shares: tuple[Share, ...] = ()
+
+
+@attrs.frozen
+class Batch:
+    """A batch and the project it belongs to."""
+
+    id: str
+    project: str
+
+
+class AccessStore(Protocol):
+    """Where access decisions come from.
+
+    Every method raises :class:`StoreError` when the store cannot answer.
+    """
+
+    async def get_user(self, user_id: str) -> User | None:
+        """The user, or ``None`` if unknown."""
+        ...
+
+    async def can_access_project(self, user_id: str, project_id: str) -> bool:
+        """Whether the user owns the project or holds an accepted share of it."""
+        ...
+
+    async def project_of_batch(self, batch_id: str) -> str | None:
+        """The id of the batch's project, or ``None`` if the batch is unknown."""
+        ...
+
+    async def can_access_batch(self, user_id: str, batch_id: str) -> bool:
+        """Whether the user may access the batch's project (``False`` for an unknown batch)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the store's connection or client."""
+        ...
+
+
+def open_store(
+    database: str | None = None,
+    access_hook_url: str | None = None,
+    access_hook_token: str | None = None,
+) -> AccessStore:
+    """The access store the configuration asks for.
+
+    Args:
+        database: path of the SQLite file (default ``hub.sqlite3``).
+        access_hook_url: base URL of the platform's access hook; when given, the hook is used
+            and ``database`` is ignored.
+        access_hook_token: bearer token sent to the hook.
+
+    Returns:
+        An :class:`HTTPAccessHook` if a hook URL is given, else a :class:`SQLiteStore`.
+
+    Raises:
+        StoreError: the database cannot be opened.
+    """
+    if access_hook_url:
+        return HTTPAccessHook(access_hook_url, token=access_hook_token)
+    return SQLiteStore(database or DEFAULT_DATABASE)
+
+
+# --- SQLite -------------------------------------------------------------------------------------
+
+_SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY,
+    email TEXT,
+    enabled INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS projects (
+    id TEXT PRIMARY KEY,
+    owner_id TEXT NOT NULL REFERENCES users(id)
+);
+CREATE INDEX IF NOT EXISTS projects_owner ON projects(owner_id);
+CREATE TABLE IF NOT EXISTS shares (
+    project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    accepted INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (project_id, user_id)
+);
+CREATE TABLE IF NOT EXISTS batches (
+    id TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS batches_project ON batches(project_id);
+"""
+
+# Access for an enabled user: ownership, or an accepted share. Both are primary-key lookups.
+_CAN_ACCESS = """
+SELECT EXISTS (
+    SELECT 1 FROM users u
+    WHERE u.id = :user AND u.enabled
+      AND (
+        EXISTS (SELECT 1 FROM projects p WHERE p.id = :project AND p.owner_id = u.id)
+        OR EXISTS (
+            SELECT 1 FROM shares s
+            WHERE s.project_id = :project AND s.user_id = u.id AND s.accepted
+        )
+      )
+)
+"""
+
+
+class SQLiteStore:
+    """The embedded access store: one SQLite file (or ``":memory:"``).
+
+    Threads: the async lookups run in a worker thread (``trio.to_thread.run_sync``), one at a time
+    (a :class:`trio.CapacityLimiter` of 1, so waiting lookups queue in trio and stay
+    cancellable), on the store's single connection, which a :class:`threading.Lock` guards
+    against the synchronous admin methods. The lookups are sub-millisecond primary-key reads,
+    but the file is shared with the ``hub`` admin commands of other processes, and a read that
+    meets a slow disk or a held lock must not stall every socket of the event loop. A file
+    database uses WAL journaling, so an admin write does not block the server's reads;
+    ``busy_timeout`` bounds the wait for a lock to 5 seconds, after which :class:`StoreError`.
+
+    Access needs the user to exist and be enabled as well as ownership or an accepted share, so
+    disabling a user revokes their access too.
+
+    Args:
+        path: the database file, created with its schema if missing; ``":memory:"`` for a
+            private in-memory database.
+
+    Raises:
+        StoreError: the file cannot be opened or holds a newer schema.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._lock = threading.Lock()
+        self._limiter = trio.CapacityLimiter(1)
+        try:
+            self._conn = sqlite3.connect(self.path, timeout=5.0, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from None
+        try:
+            self._create_schema()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _create_schema(self) -> None:
+        with self._transaction("set up the schema") as conn:
+            conn.execute("PRAGMA foreign_keys = ON")
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if version > _SCHEMA_VERSION:
+                raise StoreError(
+                    f"database {self.path} has schema version {version}, "
+                    f"newer than this hub's {_SCHEMA_VERSION}"
+                )
+            if self.path not in (":memory:", ""):
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+
+    @contextmanager
+    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock, in a transaction; SQLite errors become StoreErrors."""
+        with self._lock:
+            try:
+                with self._conn:
+                    yield self._conn
+            except sqlite3.IntegrityError as exc:
+                raise StoreError(f"cannot {what}: {exc}") from None
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot {what} in database {self.path}: {exc}") from None
+
+    def _query(self, what: str, sql: str, params: dict[str, str]) -> list[tuple[object, ...]]:
+        with self._transaction(what) as conn:
+            return list(conn.execute(sql, params).fetchall())
+
+    async def _aquery(
+        self, what: str, sql: str, params: dict[str, str]
+    ) -> list[tuple[object, ...]]:
+        return await trio.to_thread.run_sync(self._query, what, sql, params, limiter=self._limiter)
+
+    # -- AccessStore
+
+    async def get_user(self, user_id: str) -> User | None:
+        """The user, or ``None`` if unknown."""
+        rows = await self._aquery(
+            "read user", "SELECT id, email, enabled FROM users WHERE id = :id", {"id": user_id}
+        )
+        return _user(rows[0]) if rows else None
+
+    async def can_access_project(self, user_id: str, project_id: str) -> bool:
+        """Whether the user is enabled and owns the project or holds an accepted share."""
+        rows = await self._aquery(
+            "check access", _CAN_ACCESS, {"user": user_id, "project": project_id}
+        )
+        return bool(rows[0][0])
+
+    async def project_of_batch(self, batch_id: str) -> str | None:
+        """The id of the batch's project, or ``None`` if the batch is unknown."""
+        rows = await self._aquery(
+            "read batch", "SELECT project_id FROM batches WHERE id = :id", {"id": batch_id}
+        )
+        return str(rows[0][0]) if rows else None
+
+    async def can_access_batch(self, user_id: str, batch_id: str) -> bool:
+        """Whether the user may access the batch's project (``False`` for an unknown batch)."""
+        project = await self.project_of_batch(batch_id)
+        return project is not None and await self.can_access_project(user_id, project)
+
+    async def aclose(self) -> None:
+        """Close the connection, after the lookup in progress (if any)."""
+        await trio.to_thread.run_sync(self.close, limiter=self._limiter)
+
+    # -- administration (synchronous: the CLI and tests)
+
+    def add_user(self, user_id: str, *, email: str | None = None, enabled: bool = True) -> User:
+        """Add a user.
+
+        Raises:
+            StoreError: the id is empty or already taken.
+        """
+        _check_id("user", user_id)
+        with self._transaction(f"add user {user_id}") as conn:
+            if _exists(conn, "users", user_id):
+                raise StoreError(f"user {user_id} already exists")
+            conn.execute(
+                "INSERT INTO users (id, email, enabled) VALUES (?, ?, ?)",
+                (user_id, email, int(enabled)),
+            )
+        return User(user_id, email, enabled)
+
+    def set_user_enabled(self, user_id: str, enabled: bool) -> None:
+        """Enable or disable a user.
+
+        Raises:
+            StoreError: the user is unknown.
+        """
+        with self._transaction(f"update user {user_id}") as conn:
+            cursor = conn.execute(
+                "UPDATE users SET enabled = ? WHERE id = ?", (int(enabled), user_id)
+            )
+            if cursor.rowcount == 0:
+                raise StoreError(f"unknown user {user_id}")
+
+    def add_project(self, project_id: str, *, owner: str) -> None:
+        """Add a project owned by ``owner``.
+
+        Raises:
+            StoreError: the id is empty or taken, or the owner is unknown.
+        """
+        _check_id("project", project_id)
+        with self._transaction(f"add project {project_id}") as conn:
+            if _exists(conn, "projects", project_id):
+                raise StoreError(f"project {project_id} already exists")
+            if not _exists(conn, "users", owner):
+                raise StoreError(f"unknown user {owner}")
+            conn.execute("INSERT INTO projects (id, owner_id) VALUES (?, ?)", (project_id, owner))
+
+    def share_project(self, project_id: str, *, user: str, accepted: bool = True) -> None:
+        """Share a project with a user, or change whether an existing share is accepted.
+
+        Raises:
+            StoreError: the project or the user is unknown, or the user owns the project.
+        """
+        with self._transaction(f"share project {project_id}") as conn:
+            row = conn.execute("SELECT owner_id FROM projects WHERE id = ?", (project_id,))
+            found = row.fetchone()
+            if found is None:
+                raise StoreError(f"unknown project {project_id}")
+            if not _exists(conn, "users", user):
+                raise StoreError(f"unknown user {user}")
+            if found[0] == user:
+                raise StoreError(f"user {user} owns project {project_id}")
+            conn.execute(
+                "INSERT INTO shares (project_id, user_id, accepted) VALUES (?, ?, ?)"
+                " ON CONFLICT (project_id, user_id) DO UPDATE SET accepted = excluded.accepted",
+                (project_id, user, int(accepted)),
+            )
+
+    def unshare_project(self, project_id: str, *, user: str) -> None:
+        """Withdraw a user's share of a project.
+
+        Raises:
+            StoreError: the project is not shared with the user.
+        """
+        with self._transaction(f"unshare project {project_id}") as conn:
+            cursor = conn.execute(
+                "DELETE FROM shares WHERE project_id = ? AND user_id = ?", (project_id, user)
+            )
+            if cursor.rowcount == 0:
+                raise StoreError(f"project {project_id} is not shared with user {user}")
+
+    def add_batch(self, batch_id: str, *, project: str) -> None:
+        """Add a batch to a project.
+
+        Raises:
+            StoreError: the id is empty or taken, or the project is unknown.
+        """
+        _check_id("batch", batch_id)
+        with self._transaction(f"add batch {batch_id}") as conn:
+            if _exists(conn, "batches", batch_id):
+                raise StoreError(f"batch {batch_id} already exists")
+            if not _exists(conn, "projects", project):
+                raise StoreError(f"unknown project {project}")
+            conn.execute("INSERT INTO batches (id, project_id) VALUES (?, ?)", (batch_id, project))
+
+    def users(self) -> list[User]:
+        """Every user, sorted by id."""
+        with self._transaction("list users") as conn:
+            rows = conn.execute("SELECT id, email, enabled FROM users ORDER BY id").fetchall()
+        return [_user(row) for row in rows]
+
+    def projects(self) -> list[Project]:
+        """Every project with its shares, sorted by id."""
+        with self._transaction("list projects") as conn:
+            projects = conn.execute("SELECT id, owner_id FROM projects ORDER BY id").fetchall()
+            shares = conn.execute(
+                "SELECT project_id, user_id, accepted FROM shares ORDER BY project_id, user_id"
+            ).fetchall()
+        by_project: dict[str, list[Share]] = collections.defaultdict(list)
+        for project_id, user_id, accepted in shares:
+            by_project[project_id].append(Share(user_id, bool(accepted)))
+        return [Project(pid, owner, tuple(by_project[pid])) for pid, owner in projects]
+
+    def batches(self) -> list[Batch]:
+        """Every batch, sorted by id."""
+        with self._transaction("list batches") as conn:
+            rows = conn.execute("SELECT id, project_id FROM batches ORDER BY id").fetchall()
+        return [Batch(batch_id, project_id) for batch_id, project_id in rows]
+
+    def close(self) -> None:
+        """Close the connection; the store is unusable afterwards."""
+        with self._lock:
+            self._conn.close()
+
+
+def _user(row: tuple[object, ...]) -> User:
+    user_id, email, enabled = row
+    return User(str(user_id), None if email is None else str(email), bool(enabled))
+
+
+def _exists(conn: sqlite3.Connection, table: str, row_id: str) -> bool:
+    # ``table`` is one of ours, never user input.
+    return conn.execute(f"SELECT 1 FROM {table} WHERE id = ?", (row_id,)).fetchone() is not None
+
+
+def _check_id(kind: str, value: str) -> None:
+    if not value or value != value.strip():
+        raise StoreError(f"invalid {kind} id {value!r}: empty or padded with spaces")
+
+
+# --- HTTP access hook ---------------------------------------------------------------------------
+
+_MAX_ANSWER_BYTES = 64 * 1024
+
+_Key = tuple[str, ...]
+"""A cache key: its kind first, which fixes the type of its value.
+
+``("user", uid)`` -> ``User | None``; ``("access", pid, uid)`` -> ``bool``;
+``("batch", bid)`` -> ``str | None``.
+"""
+
+
+@attrs.define(eq=False)
+class _Flight:
+    """A lookup in progress, which identical lookups wait for instead of asking again."""
+
+    done: trio.Event = attrs.field(factory=trio.Event)
+    answered: bool = False
+    value: object = None
+    error: str | None = None
+    stale: bool = False  # invalidated while in flight: answer its waiters, but do not cache
+
+
+class HTTPAccessHook:
+    """An access store that asks the platform's backend.
+
+    The backend answers three requests (ids are percent-encoded into the path)::
+
+        GET {base}/users/{uid}                  200 {"id", "email", "enabled"} | 404
+        GET {base}/projects/{pid}/access/{uid}  200 {"allowed": bool}  (404: not allowed)
+        GET {base}/batches/{bid}                200 {"projectId": ...} | 404
+
+    with ``Authorization: Bearer <token>`` when a token is given.
+
+    Caching: every answer, negative ones included, is kept for ``cache_ttl`` seconds of
+    :func:`trio.current_time`; at most ``max_cache`` answers are kept, and the oldest is dropped
+    to make room. Errors are never cached. Identical lookups made while one is in flight wait for
+    its answer instead of sending their own. :meth:`invalidate` drops answers (and detaches
+    lookups in flight) when access is revoked.
+
+    Bounds: each request has ``timeout`` seconds in all (connecting, waiting in the client's pool,
+    reading) and an answer of at most 64 KiB; lookups in flight are at most one per distinct key.
+
+    Args:
+        base_url: the hook's base URL.
+        token: bearer token for the backend.
+        cache_ttl: seconds an answer is kept; 0 disables caching.
+        max_cache: most answers kept.
+        timeout: seconds a request may take.
+        client: an HTTP client to use (not closed by :meth:`aclose`); by default the hook makes
+            and owns one.
+
+    Every lookup raises :class:`StoreError` when the backend is unreachable, slow, answers with
+    an unexpected status, or answers something malformed.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        cache_ttl: float = 5.0,
+        max_cache: int = 10000,
+        timeout: float = 2.0,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        if max_cache < 1:
+            raise ValueError("max_cache must be at least 1")
+        self.base_url = base_url.rstrip("/")
+        self.cache_ttl = cache_ttl
+        self.max_cache = max_cache
+        self.timeout = timeout
+        self._headers = {"Accept": "application/json"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._owns_client = client is None
+        self._client = client if client is not None else httpx.AsyncClient(timeout=timeout)
+        # key -> (expiry, value), oldest first
+        self._cache: collections.OrderedDict[_Key, tuple[float, object]] = collections.OrderedDict()
+        self._flights: dict[_Key, _Flight] = {}
+
+    # -- AccessStore
+
+    async def get_user(self, user_id: str) -> User | None:
+        """The user, or ``None`` if the backend does not know them (404)."""
+        return await self._lookup(("user", user_id), lambda: self._fetch_user(user_id))
+
+    async def can_access_project(self, user_id: str, project_id: str) -> bool:
+        """The backend's ``allowed``; ``False`` if it answers 404."""
+        return await self._lookup(
+            ("access", project_id, user_id), lambda: self._fetch_access(user_id, project_id)
+        )
+
+    async def project_of_batch(self, batch_id: str) -> str | None:
+        """The batch's ``projectId``, or ``None`` if the backend does not know it (404)."""
+        return await self._lookup(("batch", batch_id), lambda: self._fetch_batch(batch_id))
+
+    async def can_access_batch(self, user_id: str, batch_id: str) -> bool:
+        """Whether the user may access the batch's project (``False`` for an unknown batch)."""
+        project = await self.project_of_batch(batch_id)
+        return project is not None and await self.can_access_project(user_id, project)
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if the hook made it."""
+        if self._owns_client:
+            await self._client.aclose()
+
+    def invalidate(self, *, user_id: str | None = None, project_id: str | None = None) -> None:
+        """Forget cached answers, so that the next lookup asks the backend.
+
+        With ``user_id``, the user and their access to every project; with ``project_id``,
+        every user's access to the project; with both, that user's access to that project;
+        with neither, everything. Batches' projects are kept unless everything is dropped.
+        Matching lookups in flight still answer their callers but are not cached, and later
+        lookups send a new request.
+        """
+
+        def matches(key: _Key) -> bool:
+            kind = key[0]
+            if user_id is None and project_id is None:
+                return True
+            if kind == "user":
+                return project_id is None and key[1] == user_id
+            if kind == "access":
+                return (project_id is None or key[1] == project_id) and (
+                    user_id is None or key[2] == user_id
+                )
+            return False
+
+        for key in [key for key in self._cache if matches(key)]:
+            del self._cache[key]
+        for key in [key for key in self._flights if matches(key)]:
+            self._flights.pop(key).stale = True
+
+    # -- cache and single flight
+
+    async def _lookup(self, key: _Key, fetch: Callable[[], Awaitable[_T]]) -> _T:
+        while True:
+            cached = self._cache.get(key)
+            if cached is not None:
+                expiry, value = cached
+                if trio.current_time() < expiry:
+                    return cast(_T, value)  # the key's kind fixes the value's type
+                del self._cache[key]
+            flight = self._flights.get(key)
+            if flight is None:
+                break
+            await flight.done.wait()
+            if flight.error is not None:
+                raise StoreError(flight.error)
+            if flight.answered:
+                return cast(_T, flight.value)
+            # The lookup we waited for was cancelled: look again, perhaps asking ourselves.
+
+        flight = _Flight()
+        self._flights[key] = flight
+        try:
+            value = await fetch()
+        except StoreError as exc:
+            flight.error = str(exc)
+            raise
+        else:
+            flight.value, flight.answered = value, True
+            if not flight.stale:
+                self._remember(key, value)
+            return value
+        finally:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+            flight.done.set()
+
+    def _remember(self, key: _Key, value: object) -> None:
+        if self.cache_ttl <= 0:
+            return
+        self._cache.pop(key, None)
+        self._cache[key] = (trio.current_time() + self.cache_ttl, value)
+        while len(self._cache) > self.max_cache:
+            self._cache.popitem(last=False)
+
+    # -- requests
+
+    async def _fetch_user(self, user_id: str) -> User | None:
+        status, answer = await self._get(f"/users/{_segment(user_id)}")
+        if status == 404:
+            return None
+        email = answer.get("email")
+        enabled = answer.get("enabled")
+        if not (email is None or isinstance(email, str)) or not isinstance(enabled, bool):
+            raise StoreError(f"access hook: malformed user {user_id}: {_brief(answer)}")
+        return User(user_id, email, enabled)
+
+    async def _fetch_access(self, user_id: str, project_id: str) -> bool:
+        status, answer = await self._get(
+            f"/projects/{_segment(project_id)}/access/{_segment(user_id)}"
+        )
+        if status == 404:
+            return False
+        allowed = answer.get("allowed")
+        if not isinstance(allowed, bool):
+            raise StoreError(f"access hook: malformed access answer: {_brief(answer)}")
+        return allowed
+
+    async def _fetch_batch(self, batch_id: str) -> str | None:
+        status, answer = await self._get(f"/batches/{_segment(batch_id)}")
+        if status == 404:
+            return None
+        project = answer.get("projectId")
+        if not isinstance(project, str) or not project:
+            raise StoreError(f"access hook: malformed batch {batch_id}: {_brief(answer)}")
+        return project
+
+    async def _get(self, path: str) -> tuple[int, dict[str, object]]:
+        """GET ``path``: ``(200, the JSON object)`` or ``(404, {})``.
+
+        This is where the client's errors become :class:`StoreError`.
+        """
+        url = self.base_url + path
+        body = b""
+        with trio.move_on_after(self.timeout) as scope:
+            try:
+                async with self._client.stream(
+                    "GET", url, headers=self._headers, timeout=self.timeout
+                ) as response:
+                    status = response.status_code
+                    if status == 404:
+                        return 404, {}
+                    if status != 200:
+                        raise StoreError(f"access hook answered {status} to GET {url}")
+                    length = response.headers.get("content-length", "")
+                    if length.isdigit() and int(length) > _MAX_ANSWER_BYTES:
+                        raise StoreError(f"access hook answer to GET {url} is too large")
+                    # Read to the end (leaving the loop early would strand httpx's generators);
+                    # beyond the limit the rest is dropped, and the deadline bounds the wait.
+                    async for chunk in response.aiter_bytes():
+                        if len(body) <= _MAX_ANSWER_BYTES:
+                            body += chunk
+            except httpx.TimeoutException:
+                raise StoreError(f"access hook timed out on GET {url}") from None
+            except httpx.HTTPError as exc:
+                raise StoreError(f"access hook unreachable on GET {url}: {exc}") from None
+        if scope.cancelled_caught:
+            raise StoreError(f"access hook timed out on GET {url}")
+        if len(body) > _MAX_ANSWER_BYTES:
+            raise StoreError(f"access hook answer to GET {url} is too large")
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            raise StoreError(f"access hook answered GET {url} with invalid JSON") from None
+        if not isinstance(answer, dict):
+            raise StoreError(f"access hook answered GET {url} with {_brief(answer)}")
+        return 200, answer
+
+
+def _segment(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
+
+
+def _brief(value: object) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
