@@ -20,7 +20,7 @@ node_modules/.installed: package.json
 	touch $@
 
 run: install
-	$(BIN)/hub serve
+	$(BIN)/hub serve --demo
 
 test: install
 	$(BIN)/pytest

@@ -76,6 +76,7 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "HUB_PING_TIMEOUT": ("ping_timeout", _float),
     "HUB_MAX_PAYLOAD": ("max_payload", _int),
     "HUB_TOKEN_WARNING": ("token_warning", _float),
+    "HUB_MAX_INTERNAL_BODY": ("max_internal_body", _int),
 }
 
 

@@ -15,6 +15,7 @@ names them (``emit_segmentation_update`` ...), in process or through the interna
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterable
@@ -97,6 +98,7 @@ class Hub:
                 max_payload=config.max_payload,
                 cors_origins=config.origin_allowed,
                 cors_credentials=True,
+                max_http_body=config.max_internal_body,
             )
         )
         # user id -> that user's live sockets (several tabs)
@@ -364,7 +366,7 @@ class Hub:
         ``task_status`` is started with the bound addresses (a port of 0 picks a free one).
         """
         from hub.app.internal import InternalAPI
-        from hub.transport.native import serve
+        from hub.transport.native import Limits, serve
         from hub.transport.router import Router
 
         config = self.config
@@ -376,8 +378,9 @@ class Hub:
                 public = await nursery.start(self.server.serve, config.host, config.port)
                 internal_address = public
                 if config.internal_port is not None:
+                    limits = Limits(max_body_bytes=config.max_internal_body)
                     internal_address = await nursery.start(
-                        serve,
+                        functools.partial(serve, limits=limits),
                         Router([("/internal/", internal)]),
                         config.internal_host or config.host,
                         config.internal_port,

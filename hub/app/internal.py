@@ -101,8 +101,9 @@ class InternalAPI:
     async def handle_http(self, request: Request) -> Response:
         try:
             self._authorize(request)
-            if request.body_too_large:
-                raise _Refusal(413, "TOO_LARGE", "request body over the limit")
+            limit = self.hub.config.max_internal_body
+            if request.body_too_large or len(request.body) > limit:
+                raise _Refusal(413, "TOO_LARGE", f"request body over {limit} bytes")
             return self._route(request)
         except _Refusal as refusal:
             if refusal.status >= 400 and refusal.status != 401:

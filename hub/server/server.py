@@ -65,6 +65,7 @@ class ServerOptions:
     cors_credentials: bool = False
     max_attachments: int = 10
     max_buffered: int = 4_000_000
+    max_http_body: int = 0  # bodies of other routes (``Server.route``) may be this large
 
     def engine_options(self) -> EngineOptions:
         return EngineOptions(
@@ -82,7 +83,7 @@ class ServerOptions:
 
     def limits(self) -> Limits:
         return Limits(
-            max_body_bytes=self.max_payload + 1024,
+            max_body_bytes=max(self.max_payload + 1024, self.max_http_body),
             max_message_bytes=self.max_payload,
             max_buffered=self.max_buffered,
         )
