@@ -206,10 +206,13 @@ class ASGIWebSocket:
                 self._wake.set()
                 raise WebSocketClosed(int(message.get("code", 1005)))
 
-    def send_nowait(self, message: Outgoing) -> None:
+    def send_nowait(self, message: Outgoing, *, urgent: bool = False) -> None:
         if self.closed:
             return
-        self._queue.append(message.message)
+        if urgent:
+            self._queue.appendleft(message.message)
+        else:
+            self._queue.append(message.message)
         self._queued += len(message.message)
         if self._queued > self._max_buffered:
             log.info("WebSocket slow consumer: %d bytes queued", self._queued)

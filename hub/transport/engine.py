@@ -142,8 +142,11 @@ class EngineSocket:
 
     # -- sending ---------------------------------------------------------------------------
 
-    def send_nowait(self, message: Outgoing) -> None:
-        """Send one Engine.IO packet; never waits. Does nothing once the session is closed."""
+    def send_nowait(self, message: Outgoing, *, urgent: bool = False) -> None:
+        """Send one Engine.IO packet; never waits. Does nothing once the session is closed.
+
+        ``urgent`` packets (pings) go ahead of what waits for a WebSocket.
+        """
         session = self.session
         if session.state is State.CLOSED or self._closing is not None:
             return
@@ -152,7 +155,7 @@ class EngineSocket:
             if ws.closed:
                 self._end("transport close")
                 return
-            ws.send_nowait(message)
+            ws.send_nowait(message, urgent=urgent)
             return
         try:
             session.queue(message)
@@ -244,7 +247,7 @@ class EngineSocket:
             was_upgrading = session.state is State.UPGRADING
             for packet in session.on_deadline(trio.current_time()):
                 if packet.type is PacketType.PING and self._closing is None:
-                    self.send_nowait(_PING)
+                    self.send_nowait(_PING, urgent=True)
             if session.closed:
                 log.info("session %s: %s", self.sid, session.close_reason)
                 self._end(session.close_reason or "ping timeout")

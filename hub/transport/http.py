@@ -134,8 +134,11 @@ class WebSocket(Protocol):
             WebSocketClosed: the connection is closed or the message is over the size limit.
         """
 
-    def send_nowait(self, message: Outgoing) -> None:
-        """Send an Engine.IO packet without waiting; queued (bounded) if it cannot go now."""
+    def send_nowait(self, message: Outgoing, *, urgent: bool = False) -> None:
+        """Send an Engine.IO packet without waiting; queued (bounded) if it cannot go now.
+
+        ``urgent`` (a heartbeat) goes ahead of what is queued.
+        """
 
     def close_nowait(self, code: int = 1000, reason: str = "") -> None:
         """Start closing: send a close frame after what is queued; never waits."""

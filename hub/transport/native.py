@@ -404,8 +404,12 @@ class NativeWebSocket:
                 self.close_nowait(1002, "protocol error")
                 raise WebSocketClosed(1002, str(exc)) from None
 
-    def send_nowait(self, message: Outgoing) -> None:
-        if not self.closed:
+    def send_nowait(self, message: Outgoing, *, urgent: bool = False) -> None:
+        if self.closed:
+            return
+        if urgent:
+            self._stream.send_urgent(message.frame)
+        else:
             self._stream.send_nowait(message.frame)
 
     def send_frame_nowait(self, frame: bytes) -> None:

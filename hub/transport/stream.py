@@ -49,6 +49,7 @@ class RawStream:
         self._max_buffered = max_buffered
         self._pending: collections.deque[bytes] = collections.deque()
         self._pending_bytes = 0
+        self._head_partial = False  # the first queued chunk is the rest of a partly sent one
         self._wake = trio.Event()
         self.closed = False
         self.close_reason: str | None = None
@@ -102,8 +103,25 @@ class RawStream:
             if sent is None or sent == len(data):
                 return
             data = data[sent:]
+            self._head_partial = sent > 0
         self._pending.append(data)
-        self._pending_bytes += len(data)
+        self._queued(len(data))
+
+    def send_urgent(self, data: bytes) -> None:
+        """Write ``data`` ahead of what is queued (a heartbeat must not wait behind a burst).
+
+        It still goes after the remainder of a frame the kernel has partly taken.
+        """
+        if self.closed:
+            return
+        if not self._pending:
+            self.send_nowait(data)
+            return
+        self._pending.insert(1 if self._head_partial else 0, data)
+        self._queued(len(data))
+
+    def _queued(self, size: int) -> None:
+        self._pending_bytes += size
         if self._pending_bytes > self._max_buffered:
             self._fail("slow consumer")
             return
@@ -144,6 +162,9 @@ class RawStream:
         self._pending_bytes -= sent
         if sent < len(data):
             self._pending.appendleft(data[sent:])
+            self._head_partial = self._head_partial or sent > 0
+        else:
+            self._head_partial = False
 
     async def _flush_all(self) -> None:
         # Only once the writer task has ended: two tasks may not wait on one socket.
