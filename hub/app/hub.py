@@ -104,6 +104,9 @@ class Hub:
         # user id -> that user's live sockets (several tabs)
         self.connections: dict[str, dict[str, Socket]] = {}
         self._expiry: dict[str, trio.CancelScope] = {}
+        # user id -> how many times rooms were taken from that user; a join whose access check
+        # straddles a revocation checks again (connected users only)
+        self._revocations: dict[str, int] = {}
         server = self.server
         server.use(self._authenticate)
         server.on("connect", self._on_connect)
@@ -155,6 +158,7 @@ class Hub:
             tabs.pop(socket.id, None)
             if not tabs:
                 del self.connections[user_id or ""]
+                self._revocations.pop(user_id or "", None)
 
     # -- token lifetime --------------------------------------------------------------------
 
@@ -206,18 +210,28 @@ class Hub:
 
     # -- rooms -----------------------------------------------------------------------------
 
-    async def _check(self, allowed: Any) -> bool:
-        try:
-            return bool(await allowed)
-        except StoreError as exc:
-            log.warning("access store unavailable: %s", exc)
-            raise RoomError("UNAVAILABLE", "access could not be checked; try again") from None
+    async def _allowed(self, user_id: str, project_id: str) -> bool:
+        """Whether the user may be in the project's room, as of now.
+
+        The store is asked again when a revocation for the user arrived while it was being
+        asked, so that a join can never undo a revocation that overtook it.
+        """
+        for _ in range(3):
+            before = self._revocations.get(user_id, 0)
+            try:
+                allowed = await self.store.can_access_project(user_id, project_id)
+            except StoreError as exc:
+                log.warning("access store unavailable: %s", exc)
+                raise RoomError("UNAVAILABLE", "access could not be checked; try again") from None
+            if self._revocations.get(user_id, 0) == before:
+                return allowed
+        raise RoomError("UNAVAILABLE", "access is changing; try again")
 
     async def _join_project(self, socket: Socket, payload: Any = None) -> dict[str, Any]:
         try:
             project_id = _id_field(payload, "projectId")
             user_id = socket.data["user_id"]
-            if not await self._check(self.store.can_access_project(user_id, project_id)):
+            if not await self._allowed(user_id, project_id):
                 raise RoomError("FORBIDDEN", f"no access to project {project_id}")
         except RoomError as exc:
             return _refused(exc)
@@ -237,7 +251,7 @@ class Hub:
             batch_id = _id_field(payload, "batchId")
             user_id = socket.data["user_id"]
             project_id = await self._project_of_batch(batch_id)
-            if not await self._check(self.store.can_access_project(user_id, project_id)):
+            if not await self._allowed(user_id, project_id):
                 raise RoomError("FORBIDDEN", f"no access to batch {batch_id}")
         except RoomError as exc:
             return _refused(exc)
@@ -338,6 +352,8 @@ class Hub:
         """Take every socket of a user out of ``rooms`` (e.g. access revoked); returns how many."""
         rooms = list(rooms)
         sockets = self.sockets_of(user_id)
+        if sockets:
+            self._revocations[user_id] = self._revocations.get(user_id, 0) + 1
         for socket in sockets:
             socket.leave(*rooms)
         return len(sockets)

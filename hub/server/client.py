@@ -107,17 +107,18 @@ class Client:
         try:
             await namespace._run_connect(socket, socket.handshake.auth)
         except ConnectionRefused as refusal:
-            self._connecting.discard(namespace.name)
+            socket._release()  # rooms joined by a middleware before the refusal
             self._send(ConnectError(refusal.payload(), namespace=namespace.name))
             return
         except Exception:
             log.exception("connect handler of %s failed", namespace.name)
-            self._connecting.discard(namespace.name)
+            socket._release()
             self._send(ConnectError({"message": "Internal server error"}, namespace=namespace.name))
             return
         finally:
             self._connecting.discard(namespace.name)
         if self.engine.closed:
+            socket._release()
             return
         self.sockets[namespace.name] = socket
         namespace.sockets[socket.id] = socket

@@ -100,6 +100,7 @@ class Socket:
         self.rooms: set[str] = set()
         self._pre_connect: list[list[Outgoing]] | None = []
         self._disconnect_when_connected: bool | None = None
+        self._released = False
         self._ack_ids = itertools.count()
         self._acks: dict[int, _PendingAck] = {}
 
@@ -180,7 +181,9 @@ class Socket:
     # -- rooms -----------------------------------------------------------------------------
 
     def join(self, *rooms: str) -> None:
-        """Join rooms (in this namespace)."""
+        """Join rooms (in this namespace). Does nothing once the socket has disconnected."""
+        if self._released:
+            return  # e.g. a join that waited for an access check while the client left
         for room in rooms:
             if room not in self.rooms:
                 self.rooms.add(room)
@@ -219,6 +222,7 @@ class Socket:
     def _release(self) -> None:
         """Leave every room and wake the acks that wait (they time out at once)."""
         self.connected = False
+        self._released = True
         self.namespace.adapter.remove_all(self, self.rooms)
         self.rooms.clear()
         for pending in self._acks.values():
