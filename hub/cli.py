@@ -87,13 +87,19 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = _config(args)
     store = open_store(config.database, config.access_hook_url, config.access_hook_token)
-    if args.demo:
-        if not isinstance(store, SQLiteStore):
-            print("hub: --demo seeds the SQLite store; unset the access hook", file=sys.stderr)
-            return 2
-        print(seed_demo(store, config), flush=True)
+    if args.demo and not isinstance(store, SQLiteStore):
+        print("hub: --demo seeds the SQLite store; unset the access hook", file=sys.stderr)
+        return 2
     hub = Hub(config, store)
-    trio.run(hub.serve)
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            addresses = await nursery.start(hub.serve)
+            if args.demo:
+                assert isinstance(store, SQLiteStore)
+                print(seed_demo(store, config, addresses.internal_url), flush=True)
+
+    trio.run(run)
     return 0
 
 
@@ -129,11 +135,15 @@ def _schema(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
+    status = 1
     try:
-        return _run(args)
+        status = _run(args)
+    except* KeyboardInterrupt:  # Ctrl-C: trio hands it over inside an exception group
+        status = 0
     except* OSError as group:  # e.g. the port is taken: one line, no traceback
         print(f"hub: {_first(group)}", file=sys.stderr)
-    return 1
+        status = 1
+    return status
 
 
 def _first(group: BaseExceptionGroup[OSError]) -> BaseException:
@@ -166,8 +176,6 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"hub: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 0
 
 
 if __name__ == "__main__":

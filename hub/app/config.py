@@ -9,6 +9,7 @@ configuration that lacks a secret or an emit token, naming what is missing.
 from __future__ import annotations
 
 import enum
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -80,6 +81,18 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
 }
 
 
+# field -> the range it must lie in
+_RANGES: tuple[tuple[str, float, float], ...] = (
+    ("port", 0, 65535),
+    ("internal_port", 0, 65535),
+    ("ping_interval", 0.001, 86400),
+    ("ping_timeout", 0.001, 86400),
+    ("max_payload", 1, 1 << 30),
+    ("token_warning", 0, 86400 * 365),
+    ("max_internal_body", 1, 1 << 30),
+)
+
+
 @attrs.frozen
 class Config:
     """Everything the hub reads at start-up. Times in seconds, sizes in bytes."""
@@ -104,6 +117,17 @@ class Config:
     max_payload: int = 1_000_000
     token_warning: float = 300.0
     max_internal_body: int = 1_000_000
+
+    def __attrs_post_init__(self) -> None:
+        names = {field: name for name, (field, _) in _ENV_FIELDS.items()}
+        for field, low, high in _RANGES:
+            value = getattr(self, field)
+            if value is None:
+                continue
+            if not (math.isfinite(value) and low <= value <= high):
+                raise ConfigError(
+                    f"{names[field]} must be between {low:g} and {high:g}, not {value!r}"
+                )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Config:

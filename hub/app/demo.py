@@ -20,7 +20,9 @@ DEMO_USERS = (
 )
 
 
-def seed_demo(store: SQLiteStore, config: Config, *, expires_in: float = 24 * 3600) -> str:
+def seed_demo(
+    store: SQLiteStore, config: Config, internal_url: str, *, expires_in: float = 24 * 3600
+) -> str:
     """Seed alice (owns project ``demo``), bob (``demo`` shared with him) and carol (no access),
     and a batch ``demo-batch`` of ``demo``; idempotent.
 
@@ -50,11 +52,10 @@ def seed_demo(store: SQLiteStore, config: Config, *, expires_in: float = 24 * 36
         '{"event": "notification", "to": ["project:demo"], "data": {"id": "n1", "type": "info",'
         ' "title": "Hello", "message": "from the demo", "createdAt": "2026-01-01T00:00:00Z"}}'
     )
-    url = f"http://{config.internal_host or config.host}:{config.internal_port or config.port}"
     lines += [
         "",
         "Push an event to everyone on project 'demo':",
-        f"  curl -s {url}/internal/emit \\",
+        f"  curl -s {internal_url}/internal/emit \\",
         f"    -H 'Authorization: Bearer {config.emit_token}' \\",
         "    -H 'Content-Type: application/json' \\",
         f"    -d {shlex.quote(body)}",

@@ -45,8 +45,16 @@ MAX_BATCH = 1000
 
 
 class _Refusal(Exception):
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         super().__init__(message)
+        self.headers = headers
         self.status = status
         self.code = code
         self.message = message
@@ -56,7 +64,7 @@ class _Refusal(Exception):
         error: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.field is not None:
             error["field"] = self.field
-        return Response.json(self.status, {"error": error})
+        return Response.json(self.status, {"error": error}, self.headers)
 
 
 def _bad(message: str, field: str | None = None) -> _Refusal:
@@ -118,7 +126,9 @@ class InternalAPI:
             raise _Refusal(401, "UNAUTHORIZED", "missing or wrong bearer token")
 
     def _route(self, request: Request) -> Response:
-        path = request.path[len(PREFIX) :] if request.path.startswith(PREFIX) else ""
+        raw = request.raw_path or request.path
+        path = raw[len(PREFIX) :] if raw.startswith(PREFIX) else ""
+        # Split before decoding, once: a user id may hold an encoded "/" or "%".
         parts = [urllib.parse.unquote(p) for p in path.strip("/").split("/")] if path else []
         method = request.method
         if parts == ["connections"]:
@@ -146,7 +156,9 @@ class InternalAPI:
     @staticmethod
     def _method(method: str, allowed: str) -> None:
         if method != allowed:
-            raise _Refusal(405, "METHOD_NOT_ALLOWED", f"use {allowed}")
+            raise _Refusal(
+                405, "METHOD_NOT_ALLOWED", f"use {allowed}", headers=(("Allow", allowed),)
+            )
 
     @staticmethod
     def _json(request: Request) -> Any:

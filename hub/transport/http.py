@@ -39,6 +39,8 @@ class Request:
         disconnected: set when the peer goes away while the request is being answered.
         body_too_large: the body was over the server's limit and was not read; only apps that
             say so (``handles_body_too_large = True``) see such a request, others get a 413.
+        raw_path: the path as sent, still percent-encoded (split it before decoding when its
+            segments may hold an encoded ``/``).
     """
 
     method: str
@@ -49,6 +51,7 @@ class Request:
     client: tuple[str, int] = ("", 0)
     disconnected: trio.Event = attrs.field(factory=trio.Event)
     body_too_large: bool = False
+    raw_path: str = ""
 
     @classmethod
     def build(
@@ -75,6 +78,7 @@ class Request:
             headers=merged,
             body=body,
             client=client,
+            raw_path=path,
         )
 
 
