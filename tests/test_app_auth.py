@@ -1,9 +1,9 @@
 """hub.app.auth: where the token is found, and every way a token is refused, table-driven.
 
 Hostile tokens are built by hand (base64url JSON, HMAC by :mod:`hmac`) so that nothing in pyjwt
-stands between the test and the bytes a client could send. ``cryptography`` is not installed, so
-RSA keys are PEM-shaped strings: enough to attempt HS/RS confusion, whose refusal must not
-depend on parsing the key.
+stands between the test and the bytes a client could send. RSA keys here are PEM-shaped
+strings: enough to attempt HS/RS confusion, whose refusal must not depend on parsing the key
+(tests/test_app_auth_rsa.py does it with real keys).
 """
 
 from __future__ import annotations
@@ -207,7 +207,7 @@ REFUSALS: list[tuple[str, str, AuthSettings, AuthErrorCode, str]] = [
         INVALID,
         "algorithm",
     ),
-    # without cryptography this cannot verify at all; with it, the signature is garbage
+    # the key is not a real key and the signature is garbage
     (
         "RS256 forged signature",
         craft({"alg": "RS256", "kid": "k1"}, GOOD_CLAIMS, FAKE_PEM),
