@@ -19,9 +19,9 @@ import pytest
 import trio
 import trio.testing
 
+from hub.app.access_hook import HTTPAccessHook
 from hub.app.store import (
     Batch,
-    HTTPAccessHook,
     Project,
     Share,
     SQLiteStore,
