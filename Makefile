@@ -26,11 +26,11 @@ test: install
 	$(BIN)/pytest
 
 format: install
-	$(BIN)/ruff format hub tests
+	$(BIN)/ruff format hub tests bench
 
 lint: install
-	$(BIN)/ruff format --check hub tests
-	$(BIN)/ruff check hub tests
+	$(BIN)/ruff format --check hub tests bench
+	$(BIN)/ruff check hub tests bench
 
 typecheck: install
 	$(BIN)/mypy

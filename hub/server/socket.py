@@ -120,8 +120,13 @@ class Socket:
             self._pre_connect.append(messages)
             return
         engine = self.client.engine
-        for message in messages:
-            engine.send_nowait(message)
+        write = engine.write_frame
+        if write is not None:
+            for message in messages:
+                write(message.frame)
+        else:
+            for message in messages:
+                engine.send_nowait(message)
 
     def _send(self, packet: Packet) -> None:
         self._send_encoded(encode_outgoing(packet))

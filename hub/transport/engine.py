@@ -131,6 +131,9 @@ class EngineSocket:
         self._ended = trio.Event()
         self._timer: trio.CancelScope | None = None
         self._closing: str | None = None  # closed by the server; the last GET is on its way
+        # The delivery fast path: writes a WebSocket frame straight to the connection's stream
+        # while the session is open on a native WebSocket; None otherwise (then send_nowait).
+        self.write_frame: Callable[[bytes], None] | None = None
 
     @property
     def transport(self) -> str:
@@ -186,6 +189,7 @@ class EngineSocket:
         # the payload, so a close in the same payload would overtake them). The session ends
         # when the close has gone, or after pingTimeout without a GET.
         self._closing = reason
+        self.write_frame = None
         self._wake()
         if self.nursery is None or self.session.closed:
             self._end(reason)
@@ -209,6 +213,7 @@ class EngineSocket:
     def _end(self, reason: str) -> None:
         """The session is over (if it was not already); wake everything that waits on it."""
         self.session.close(reason)
+        self.write_frame = None
         if not self._ended.is_set():
             self._ended.set()
             self._wake()
@@ -477,6 +482,7 @@ class EngineServer:
             await ws.accept()
             socket = await self._open(request, Transport.WEBSOCKET)
             socket._ws = ws
+            socket.write_frame = getattr(ws, "frame_writer", None)
             ws.send_nowait(Outgoing(socket.session.open_packet()))
             await self._read_websocket(socket, ws)
             return
@@ -511,6 +517,7 @@ class EngineServer:
                 elif incoming is Incoming.UPGRADE:
                     socket._probe_ws = None
                     socket._ws = ws
+                    socket.write_frame = getattr(ws, "frame_writer", None)
                     for queued in session.take():
                         ws.send_nowait(queued)
                     socket._rearm()

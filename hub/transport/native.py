@@ -13,6 +13,7 @@ import collections
 import hashlib
 import logging
 import socket
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -412,10 +413,13 @@ class NativeWebSocket:
         else:
             self._stream.send_nowait(message.frame)
 
-    def send_frame_nowait(self, frame: bytes) -> None:
-        """Write pre-built frame bytes (a broadcast's shared frame)."""
-        if not self.closed:
-            self._stream.send_nowait(frame)
+    @property
+    def frame_writer(self) -> Callable[[bytes], None]:
+        """Writes pre-built frame bytes (a broadcast's shared frame) to the stream, at once.
+
+        Valid until this WebSocket sends its close frame; its owner stops using it then.
+        """
+        return self._stream.send_nowait
 
     def close_nowait(self, code: int = 1000, reason: str = "") -> None:
         if self.closed:

@@ -96,11 +96,19 @@ class RawStream:
         Never blocks. On a closed stream it does nothing (the owner learns of the close from
         its reader). A peer over the buffer bound is failed as a slow consumer.
         """
-        if self.closed:
-            return
-        if not self._pending:
-            sent = self._try_send(data)
-            if sent is None or sent == len(data):
+        if self._pending or self.closed:
+            if self.closed:
+                return
+        else:
+            # The fast path of every delivery: one non-blocking send(), nothing queued.
+            try:
+                sent = self._sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self._fail(f"send failed: {errno.errorcode.get(exc.errno or 0, exc)}")
+                return
+            if sent == len(data):
                 return
             data = data[sent:]
             self._head_partial = sent > 0

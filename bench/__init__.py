@@ -1,0 +1,1 @@
+"""hub's benchmark suite: ``python -m bench fanout|connect|polling`` (see ``README.md``)."""

@@ -1,0 +1,253 @@
+"""``python -m bench COMMAND``: run the measurements, print the table, write JSON and a plot.
+
+Exit status: 0 when every measurement was made, 1 when some failed (the others are still
+reported), 2 for a bad command line, 3 when something the run needs is not installed, 130 when
+interrupted (Ctrl-C or SIGTERM; every process the suite started is stopped first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from bench import measure, report
+from bench.measure import Progress, Settings
+from bench.procs import BenchError, plan_cores, raise_file_limit
+from bench.report import Column
+from bench.targets import LOAD_NEEDS, SERVERS, Target, missing
+
+__all__ = ["main"]
+
+EXIT_FAILED, EXIT_MISSING, EXIT_INTERRUPTED = 1, 3, 130
+QUICK_CLIENTS = (50,)
+
+Measure = Callable[[Target, int, Settings, Progress, str], Awaitable[Any]]
+
+_FANOUT_COLUMNS = (
+    Column("server", "server", "{}"),
+    Column("clients", "N", "{:,}"),
+    Column("deliveries_per_s", "deliveries/s", "{:,.0f}"),
+    Column("cpu_us_per_delivery", "CPU µs/delivery", "{:.2f}"),
+    Column("p50_ms", "p50 ms"),
+    Column("p99_ms", "p99 ms"),
+    Column("rss_kb_per_conn", "RSS KiB/conn"),
+    Column("load_cpu_us_per_delivery", "load CPU µs/delivery", "{:.2f}"),
+    Column("broadcasts", "broadcasts", "{:,}"),
+    Column("lost", "lost", "{:,}"),
+)
+_FANOUT_PANELS = (_FANOUT_COLUMNS[2], attrs.evolve(_FANOUT_COLUMNS[5], log=True))
+
+_CONNECT_COLUMNS = (
+    Column("server", "server", "{}"),
+    Column("clients", "N", "{:,}"),
+    Column("connections_per_s", "connections/s", "{:,.0f}"),
+    Column("cpu_us_per_connection", "CPU µs/connection"),
+    Column("rss_kb_per_conn", "RSS KiB/conn"),
+    Column("load_cpu_us_per_connection", "load CPU µs/connection"),
+    Column("failed", "failed", "{:,}"),
+)
+
+
+@attrs.frozen
+class Command:
+    name: str
+    help: str
+    measure: Measure
+    transport: str
+    clients: tuple[int, ...]  # the default
+    columns: tuple[Column, ...]
+    panels: tuple[Column, ...]  # what the plot shows
+
+    @property
+    def title(self) -> str:
+        return f"{self.name} ({self.transport})"
+
+
+COMMANDS = {
+    command.name: command
+    for command in (
+        Command(
+            "fanout",
+            "broadcasts to N WebSocket clients in one room",
+            measure.fanout,
+            "websocket",
+            (1000, 5000),
+            _FANOUT_COLUMNS,
+            _FANOUT_PANELS,
+        ),
+        Command(
+            "polling",
+            "broadcasts to N long-polling clients in one room",
+            measure.fanout,
+            "polling",
+            (100, 1000),
+            _FANOUT_COLUMNS,
+            _FANOUT_PANELS,
+        ),
+        Command(
+            "connect",
+            "connections per second, and memory per idle connection",
+            measure.connect,
+            "websocket",
+            (1000, 5000),
+            _CONNECT_COLUMNS,
+            (_CONNECT_COLUMNS[2], _CONNECT_COLUMNS[4]),
+        ),
+    )
+}
+
+
+def _names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SERVERS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"servers are {', '.join(SERVERS)}; not {unknown}")
+    return names
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"a comma-separated list of client counts, not {text!r}")
+    return counts
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="Benchmarks of hub against other Socket.IO servers."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS.values():
+        sub = commands.add_parser(command.name, help=command.help, description=command.help)
+        sub.add_argument(
+            "--servers",
+            type=_names,
+            default=list(SERVERS),
+            help=f"comma-separated, of {','.join(SERVERS)} (default: all)",
+        )
+        sub.add_argument(
+            "--clients",
+            type=_counts,
+            help=f"comma-separated client counts (default: {','.join(map(str, command.clients))})",
+        )
+        sub.add_argument("--json", type=Path, metavar="PATH", help="write the rows as JSON")
+        sub.add_argument("--plot", type=Path, metavar="PATH", help="write a PNG plot against N")
+        sub.add_argument(
+            "--quick", action="store_true", help="a smoke run: 50 clients, a few broadcasts"
+        )
+        sub.add_argument(
+            "--duration", type=float, default=3.0, help="seconds a measured burst aims at"
+        )
+        sub.add_argument("--size", type=int, default=60, help="bytes of a tick's JSON payload")
+        sub.add_argument(
+            "--repeat", type=int, default=1, help="measured bursts; report the median (fan-out)"
+        )
+        sub.add_argument("--logs", type=Path, help="keep the processes' output in this folder")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = COMMANDS[args.command]
+    targets = [SERVERS[name] for name in args.servers]
+    clients: list[int] = args.clients or list(QUICK_CLIENTS if args.quick else command.clients)
+    gaps = missing([*targets, LOAD_NEEDS], ["matplotlib"] if args.plot else [])
+    if gaps:
+        print("not installed:\n  " + "\n  ".join(gaps), file=sys.stderr)
+        return EXIT_MISSING
+
+    if raise_file_limit() < max(clients) + 1000:
+        print(f"warning: the open-file limit is below {max(clients) + 1000}", file=sys.stderr)
+    cores = plan_cores()
+    os.sched_setaffinity(0, cores.load)  # the suite runs beside the load, off the server's core
+    # SIGTERM as Ctrl-C, which trio turns into KeyboardInterrupt at a safe point (even when
+    # the suite was started with SIGINT ignored, as a background job is).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    _say(
+        f"{command.title}: {', '.join(args.servers)} at N = {', '.join(map(str, clients))}; "
+        + (
+            f"server on core {_list(cores.server)}, load on core {_list(cores.load)}"
+            if cores.split
+            else "server and load share the only core"
+        )
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+        logs = args.logs or Path(scratch)
+        logs.mkdir(parents=True, exist_ok=True)
+        settings = Settings(
+            cores=cores,
+            logs=logs,
+            duration=args.duration,
+            size=args.size,
+            quick=args.quick,
+            repeat=max(1, args.repeat),
+        )
+        rows: list[Any] = []
+        try:
+            failures = trio.run(_run_all, command, targets, clients, settings, rows)
+        except BaseException as exc:
+            if not _interrupted(exc):
+                raise
+            _say("interrupted; every process stopped")
+            return EXIT_INTERRUPTED
+
+    print(report.table(rows, command.columns), flush=True)
+    if args.json and rows:
+        report.write_json(args.json, rows)
+        _say(f"rows: {args.json}")
+    if args.plot and rows:
+        report.plot(args.plot, rows, command.panels, command.title)
+        _say(f"plot: {args.plot}")
+    return EXIT_FAILED if failures else 0
+
+
+async def _run_all(
+    command: Command, targets: list[Target], clients: list[int], settings: Settings, rows: list[Any]
+) -> int:
+    """Measure every server at every N, appending to ``rows``; returns how many failed."""
+    failures = 0
+    for count in clients:
+        for target in targets:
+            progress = _progress(f"{target.name} N={count}")
+            progress("starting")
+            try:
+                rows.append(
+                    await command.measure(target, count, settings, progress, command.transport)
+                )
+            except (BenchError, trio.TooSlowError) as exc:
+                failures += 1
+                progress(f"FAILED: {exc or 'timed out'}")
+    return failures
+
+
+def _progress(prefix: str) -> Progress:
+    started = time.monotonic()
+    return lambda text: _say(f"[{time.monotonic() - started:5.1f} s] {prefix}: {text}")
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _list(cores: frozenset[int]) -> str:
+    return ",".join(map(str, sorted(cores)))
+
+
+def _interrupted(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_interrupted(inner) for inner in exc.exceptions)
+    return isinstance(exc, KeyboardInterrupt)

@@ -1,0 +1,264 @@
+// One load-generator process: many Socket.IO clients spoken by hand, as cheaply as Node allows,
+// so that the load costs less CPU per message than the servers it measures. A WebSocket client
+// here is a TCP socket read straight into a shared buffer (`onread`, no stream events) whose
+// frames are parsed in place; long-polling clients use node:http. Each client answers pings,
+// connects to "/", and reads from each `tick` only its seq (and, once per broadcast, its emit
+// time). Per broadcast the process keeps when the last of its clients got it.
+//
+// The suite (bench/load.py) writes one JSON command per line to stdin and reads one JSON event
+// per line from stdout ({ev: "ready"} first):
+//   {op: "connect", url, clients, concurrency, transport} -> {ev: "connected", start, end, connected, failed, error}
+//   {op: "expect", first, count}                          -> {ev: "expecting"}
+//   {op: "burst", first, count, size} (control client)    -> {ev: "sent", t0}, later {ev: "acked", t}
+//   {op: "report"} (or by itself once every tick arrived) -> {ev: "done", deliveries, last, latencies}
+// Times are CLOCK_MONOTONIC milliseconds, the servers' clock (bench/servers/common.py).
+import http from "node:http";
+import net from "node:net";
+import { createInterface } from "node:readline";
+
+const now = () => Number(process.hrtime.bigint()) / 1e6;
+const out = (event) => process.stdout.write(`${JSON.stringify(event)}\n`);
+const PATH = "/socket.io/?EIO=4&transport=";
+
+// -- counting ticks ---------------------------------------------------------------------------
+let first = 0;
+let count = 0;
+let expected = 0;
+let deliveries = 0;
+let last = 0;
+let received = new Float64Array(0); // per seq: when the last of our clients got it
+let emitted = new Float64Array(0); // per seq: the server's emit time
+let reported = true;
+
+const SEQ = Buffer.from('"seq":');
+const T = Buffer.from('"t":');
+
+// buf[start:end] is `42["tick",{"seq":N,"t":T,"pad":"…"}]` (compact JSON from every server).
+function onTick(buf, start, end) {
+  let at = buf.indexOf(SEQ, start) + SEQ.length;
+  let seq = 0;
+  for (let c = buf[at]; c >= 48 && c <= 57; c = buf[++at]) seq = seq * 10 + c - 48;
+  seq -= first;
+  if (!(seq >= 0 && seq < count)) return;
+  const t = now();
+  if (Number.isNaN(received[seq])) {
+    const from = buf.indexOf(T, at) + T.length;
+    emitted[seq] = parseFloat(buf.latin1Slice(from, Math.min(from + 24, end)));
+  }
+  received[seq] = t;
+  last = t;
+  if (++deliveries === expected) report();
+}
+
+function report() {
+  reported = true;
+  const latencies = Array.from(received, (t, seq) =>
+    Number.isNaN(t) ? null : Math.round((t - emitted[seq]) * 1000) / 1000,
+  );
+  out({ ev: "done", deliveries, last, latencies });
+}
+
+// -- clients ----------------------------------------------------------------------------------
+const clients = [];
+let ackId = 0;
+
+class Client {
+  constructor(settle) {
+    this.settle = settle; // called once: with nothing when connected, with an error otherwise
+  }
+  settled(error) {
+    const settle = this.settle;
+    this.settle = null;
+    settle?.(error);
+  }
+  // One Engine.IO packet, buf[start:end].
+  packet(buf, start, end) {
+    switch (buf[start]) {
+      case 52: // "4" message
+        switch (buf[start + 1]) {
+          case 50: return onTick(buf, start, end); // "42" event
+          case 48: return this.settled(); // "40" connected
+          case 51: return out({ ev: "acked", t: now() }); // "43" ack
+          case 52: return this.settled(new Error(`connect error ${buf.latin1Slice(start, end)}`));
+        }
+        return;
+      case 50: return this.send("3"); // "2" ping -> pong
+      case 48: return this.send("40"); // "0" open -> connect to "/"
+      case 49: return this.settled(new Error("closed by the server")); // "1" close
+    }
+  }
+  burst(request) {
+    out({ ev: "sent", t0: now() });
+    this.send(`42${ackId++}${JSON.stringify(["burst", request])}`);
+  }
+}
+
+// Frames are parsed inside the read callback, so one read buffer serves every socket; what
+// is left of a partial frame is copied to the client.
+const READ_BUFFER = Buffer.allocUnsafe(1 << 16);
+const HEAD_END = Buffer.from("\r\n\r\n");
+
+class WsClient extends Client {
+  constructor(url, settle) {
+    super(settle);
+    const { hostname, port } = new URL(url);
+    this.rest = null;
+    this.upgraded = false;
+    this.socket = net.connect({
+      host: hostname,
+      port: Number(port),
+      noDelay: true,
+      onread: { buffer: READ_BUFFER, callback: (n, buf) => this.read(buf.subarray(0, n)) },
+    });
+    this.socket.on("connect", () =>
+      this.socket.write(
+        `GET ${PATH}websocket HTTP/1.1\r\nHost: ${hostname}:${port}\r\nUpgrade: websocket\r\n` +
+          "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
+          "Sec-WebSocket-Version: 13\r\n\r\n",
+      ),
+    );
+    this.socket.on("error", (error) => this.settled(error));
+    this.socket.on("close", () => this.settled(new Error("connection closed")));
+  }
+  read(data) {
+    if (this.rest) {
+      data = Buffer.concat([this.rest, data]);
+      this.rest = null;
+    }
+    let at = 0;
+    if (!this.upgraded) {
+      const end = data.indexOf(HEAD_END);
+      if (end < 0) return void (this.rest = Buffer.from(data));
+      if (data.latin1Slice(9, 12) !== "101") {
+        this.settled(new Error(data.latin1Slice(0, end)));
+        return void this.socket.destroy();
+      }
+      this.upgraded = true;
+      at = end + 4;
+    }
+    // RFC 6455 5.2: FIN/opcode byte, then mask bit + 7-bit length (126: 16-bit length follows,
+    // 127: 64-bit). Server frames are not masked.
+    for (;;) {
+      if (data.length - at < 2) break;
+      let length = data[at + 1] & 0x7f;
+      let start = at + 2;
+      if (length === 126) {
+        if (data.length - at < 4) break;
+        length = data.readUInt16BE(at + 2);
+        start += 2;
+      } else if (length === 127) {
+        if (data.length - at < 10) break;
+        length = Number(data.readBigUInt64BE(at + 2));
+        start += 8;
+      }
+      if (start + length > data.length) break;
+      const opcode = data[at] & 0x0f;
+      if (opcode === 1) this.packet(data, start, start + length);
+      else if (opcode === 8) return void this.socket.destroy();
+      at = start + length;
+    }
+    if (at < data.length) this.rest = Buffer.from(data.subarray(at));
+  }
+  // A masked text frame; the mask key is zero, so the payload goes as it is.
+  send(text) {
+    const payload = Buffer.from(text);
+    const n = payload.length;
+    const head = n < 126 ? [0x81, 0x80 | n] : [0x81, 0x80 | 126, n >> 8, n & 0xff];
+    this.socket.write(Buffer.concat([Buffer.from([...head, 0, 0, 0, 0]), payload]));
+  }
+}
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
+
+function request(url, body) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { agent, method: body === undefined ? "GET" : "POST" }, (res) => {
+      const chunks = [];
+      res.on("data", (chunk) => chunks.push(chunk));
+      res.on("end", () => {
+        const answer = Buffer.concat(chunks);
+        if (res.statusCode === 200) resolve(answer);
+        else reject(new Error(`${res.statusCode} ${answer.latin1Slice()}`));
+      });
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+class PollingClient extends Client {
+  constructor(url, settle) {
+    super(settle);
+    this.url = `${url}${PATH}polling`;
+    this.run().catch((error) => this.settled(error));
+  }
+  async run() {
+    const open = (await request(this.url)).latin1Slice(); // `0{"sid":…}`
+    this.url += `&sid=${JSON.parse(open.split("\x1e")[0].slice(1)).sid}`;
+    this.send("40");
+    for (;;) {
+      // A payload: packets separated by the record separator 0x1e.
+      const payload = await request(this.url);
+      for (let at = 0; at < payload.length; ) {
+        let end = payload.indexOf(0x1e, at);
+        if (end < 0) end = payload.length;
+        this.packet(payload, at, end);
+        at = end + 1;
+      }
+    }
+  }
+  send(text) {
+    request(this.url, text).catch((error) => this.settled(error));
+  }
+}
+
+function connect({ url, clients: wanted, concurrency, transport }) {
+  const Kind = transport === "polling" ? PollingClient : WsClient;
+  const start = now();
+  let started = 0;
+  let finished = 0;
+  let failed = 0;
+  let error = null;
+  const launch = () => {
+    for (; started < wanted && started - finished < concurrency; started++) {
+      const client = new Kind(url, (reason) => {
+        if (reason) {
+          failed++;
+          error ??= String(reason.message ?? reason);
+        } else clients.push(client);
+        if (++finished === wanted) {
+          out({ ev: "connected", start, end: now(), connected: clients.length, failed, error });
+        } else launch();
+      });
+    }
+  };
+  launch();
+}
+
+// -- commands ---------------------------------------------------------------------------------
+const commands = {
+  connect,
+  expect(command) {
+    ({ first, count } = command);
+    expected = count * clients.length;
+    deliveries = 0;
+    received = new Float64Array(count).fill(NaN);
+    emitted = new Float64Array(count);
+    reported = false;
+    out({ ev: "expecting" });
+  },
+  burst({ first, count, size }) {
+    clients[0].burst({ first, count, size });
+  },
+  report() {
+    if (!reported) report();
+  },
+};
+
+const lines = createInterface({ input: process.stdin });
+lines.on("line", (line) => {
+  const command = JSON.parse(line);
+  commands[command.op](command);
+});
+lines.on("close", () => process.exit(0)); // the suite is gone
+out({ ev: "ready" });

@@ -1,0 +1,173 @@
+"""The measurements: one server, one number of clients, one row.
+
+Every measurement starts a fresh server (pinned to the server core), reads its resident memory,
+starts the load (pinned to the other cores), connects the clients and reads the memory again:
+``rss_kb_per_conn`` is the difference over the clients. ``fanout`` (and ``polling``, the same
+over HTTP long-polling) then asks for a warm-up burst, sizes the measured burst from its rate
+to last about ``Settings.duration`` seconds, and reads the CPU time of the server and of the
+load around it (``Settings.repeat`` measured bursts: the row is the median one).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+import trio
+
+from bench.load import Burst, Load, open_load
+from bench.procs import BenchError, Cores
+from bench.targets import Server, Target, open_server
+
+__all__ = ["ConnectRow", "FanoutRow", "Settings", "connect", "fanout"]
+
+Progress = Callable[[str], None]
+
+
+@attrs.frozen
+class Settings:
+    """How long and how large. ``quick``: a smoke run of a few broadcasts."""
+
+    cores: Cores
+    logs: Path
+    duration: float = 3.0  # seconds the measured burst should last
+    size: int = 60  # bytes of a tick's JSON payload
+    quick: bool = False
+    warmup_deliveries: int = 30_000
+    broadcasts: tuple[int, int] = (10, 5000)  # fewest, most in the measured burst
+    repeat: int = 1  # measured bursts; the row is the median one (by deliveries/s)
+
+    def warmup(self, clients: int) -> int:
+        return 5 if self.quick else min(200, max(3, math.ceil(self.warmup_deliveries / clients)))
+
+    def measured(self, clients: int, rate: float) -> int:
+        if self.quick:
+            return 20
+        low, high = self.broadcasts
+        return min(high, max(low, round(self.duration * rate / clients)))
+
+
+@attrs.frozen
+class FanoutRow:
+    server: str
+    clients: int
+    deliveries_per_s: float
+    cpu_us_per_delivery: float
+    p50_ms: float
+    p99_ms: float
+    rss_kb_per_conn: float
+    load_cpu_us_per_delivery: float
+    broadcasts: int
+    lost: int
+    transport: str
+
+
+@attrs.frozen
+class ConnectRow:
+    server: str
+    clients: int
+    connections_per_s: float
+    cpu_us_per_connection: float
+    rss_kb_per_conn: float
+    load_cpu_us_per_connection: float
+    failed: int
+
+
+def _connect_timeout(clients: int) -> float:
+    return 30 + clients / 50  # 50 connections/s at the very least
+
+
+async def _connected(
+    server: Server, load: Load, clients: int, transport: str, progress: Progress
+) -> float:
+    """Connect the clients; returns the server's memory per connection, KiB."""
+    base = server.child.rss_kb()
+    done = await load.connect(server.url, clients, transport, _connect_timeout(clients))
+    if done.failed:
+        raise BenchError(f"{done.failed} of {clients} clients did not connect: {done.error}")
+    progress(f"connected {clients} clients in {(done.end - done.start) / 1000:.2f} s")
+    await trio.sleep(0.2 if clients < 1000 else 1.0)  # let the server settle
+    return (server.child.rss_kb() - base) / clients
+
+
+async def fanout(
+    target: Target, clients: int, settings: Settings, progress: Progress, transport: str
+) -> FanoutRow:
+    """Deliveries per second of bursts of broadcasts to ``clients`` clients in one room."""
+    cores = settings.cores
+    async with (
+        open_server(target, cores=cores.server, logs=settings.logs) as server,
+        open_load(clients, cores=cores.load, logs=settings.logs) as load,
+    ):
+        rss = await _connected(server, load, clients, transport, progress)
+        count = settings.warmup(clients)
+        warm = await load.burst(0, count, settings.size, timeout=120)
+        _check(warm, "warm-up")
+        progress(f"warm-up {count} broadcasts: {warm.per_s:,.0f} deliveries/s")
+        first, count = count, settings.measured(clients, warm.per_s)
+        timeout = 10 + 5 * count * clients / warm.per_s
+        measured = []
+        for _ in range(settings.repeat):
+            cpu, load_cpu = server.child.cpu_seconds(), load.cpu_seconds()
+            burst = await load.burst(first, count, settings.size, timeout)
+            cpu, load_cpu = server.child.cpu_seconds() - cpu, load.cpu_seconds() - load_cpu
+            _check(burst, "burst")
+            measured.append((burst.per_s, burst, cpu, load_cpu))
+            first += count
+        _, burst, cpu, load_cpu = sorted(measured, key=lambda m: m[0])[len(measured) // 2]
+    row = FanoutRow(
+        server=target.name,
+        clients=clients,
+        deliveries_per_s=round(burst.per_s),
+        cpu_us_per_delivery=round(cpu / burst.deliveries * 1e6, 2),
+        p50_ms=round(burst.percentile(0.5), 2),
+        p99_ms=round(burst.percentile(0.99), 2),
+        rss_kb_per_conn=round(rss, 1),
+        load_cpu_us_per_delivery=round(load_cpu / burst.deliveries * 1e6, 2),
+        broadcasts=count,
+        lost=burst.expected - burst.deliveries,
+        transport=transport,
+    )
+    progress(
+        f"{count} broadcasts: {row.deliveries_per_s:,.0f} deliveries/s, "
+        f"p99 {row.p99_ms:.1f} ms, {row.cpu_us_per_delivery:.1f} µs CPU each"
+        + (f", {row.lost} LOST" if row.lost else "")
+    )
+    return row
+
+
+def _check(burst: Burst, what: str) -> None:
+    if not burst.deliveries:
+        raise BenchError(f"the {what} delivered nothing")
+
+
+async def connect(
+    target: Target, clients: int, settings: Settings, progress: Progress, transport: str
+) -> ConnectRow:
+    """Connections per second (one at a time per slot, ``load.CONNECTING`` slots) and memory."""
+    cores = settings.cores
+    async with (
+        open_server(target, cores=cores.server, logs=settings.logs) as server,
+        open_load(clients, cores=cores.load, logs=settings.logs) as load,
+    ):
+        cpu, load_cpu = server.child.cpu_seconds(), load.cpu_seconds()
+        base = server.child.rss_kb()
+        done = await load.connect(server.url, clients, transport, _connect_timeout(clients))
+        cpu, load_cpu = server.child.cpu_seconds() - cpu, load.cpu_seconds() - load_cpu
+        await trio.sleep(0.2 if clients < 1000 else 1.0)
+        rss = (server.child.rss_kb() - base) / max(1, done.connected)
+    if not done.connected:
+        raise BenchError(f"no client connected: {done.error}")
+    row = ConnectRow(
+        server=target.name,
+        clients=clients,
+        connections_per_s=round(done.per_s),
+        cpu_us_per_connection=round(cpu / done.connected * 1e6, 1),
+        rss_kb_per_conn=round(rss, 1),
+        load_cpu_us_per_connection=round(load_cpu / done.connected * 1e6, 1),
+        failed=done.failed,
+    )
+    progress(f"{row.connections_per_s:,.0f} connections/s, {row.rss_kb_per_conn:.1f} KiB each")
+    return row

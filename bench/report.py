@@ -1,0 +1,67 @@
+"""What a run leaves: a table on the terminal, a JSON file of rows, a PNG plot against N."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+__all__ = ["Column", "plot", "table", "write_json"]
+
+
+@attrs.frozen
+class Column:
+    field: str
+    title: str
+    format: str = "{:,.1f}"
+    log: bool = False  # a logarithmic axis, in a plot
+
+
+def table(rows: Sequence[Any], columns: Sequence[Column]) -> str:
+    """``rows`` (attrs instances) as an aligned text table."""
+    cells = [[c.title for c in columns]]
+    cells += [[c.format.format(getattr(row, c.field)) for c in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    lines = [
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in cells
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_json(path: Path, rows: Sequence[Any]) -> None:
+    path.write_text(json.dumps([attrs.asdict(row) for row in rows], indent=2) + "\n")
+
+
+def plot(path: Path, rows: Sequence[Any], panels: Sequence[Column], title: str) -> None:
+    """One panel per column in ``panels``, against the number of clients, one line a server."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    servers = list(dict.fromkeys(row.server for row in rows))
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for server in servers:
+            mine = sorted((r.clients, getattr(r, panel.field)) for r in rows if r.server == server)
+            ax.plot([n for n, _ in mine], [v for _, v in mine], marker="o", label=server)
+        ax.set_xlabel("clients (N)")
+        ax.set_ylabel(panel.title)
+        if panel.log:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

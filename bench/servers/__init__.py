@@ -1,0 +1,1 @@
+"""The servers under test, one small script each, all with the behaviour of ``common.py``."""

@@ -1,0 +1,68 @@
+"""What every server under test does, and what the Python ones share.
+
+Each server (``hub_server.py``, ``psio_server.py``, ``node_server.mjs``) behaves alike:
+
+- it listens on ``--host``/``--port`` with a backlog of 1024, pings every 25 s (timeout 20 s),
+  compresses nothing, and exits when its standard input closes (the suite holds the other end);
+- a socket joins the room ``bench`` when it connects;
+- on the event ``burst`` ``{"count", "size", "first"}`` it emits ``count`` broadcasts of
+  ``tick`` ``{"seq", "t", "pad"}`` to the room, one per turn of its event loop (it yields
+  between broadcasts, so sockets drain and heartbeats run), then acknowledges with ``"done"``.
+
+``seq`` runs from ``first``; ``t`` is when the broadcast was emitted, in milliseconds of
+CLOCK_MONOTONIC (Python's ``time.monotonic``, Node's ``process.hrtime``): every process on the
+machine reads the same clock, so the load generator subtracts it from its own reading.
+``pad`` brings the JSON payload to about ``size`` bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, TypedDict
+
+__all__ = ["BACKLOG", "PING_INTERVAL", "PING_TIMEOUT", "ROOM", "Burst", "arguments", "ticks"]
+
+ROOM = "bench"
+PING_INTERVAL = 25.0
+PING_TIMEOUT = 20.0
+BACKLOG = 1024
+_PAYLOAD_OVERHEAD = 36  # len('{"seq":1,"t":123456.789,"pad":""}') + a few digits
+
+
+class Burst(TypedDict, total=False):
+    """What the control client sends with ``burst`` (``size`` defaults to 60, ``first`` to 0)."""
+
+    count: int
+    size: int
+    first: int
+
+
+def ticks(request: Burst) -> Iterator[dict[str, Any]]:
+    """The payloads of a burst, each stamped with the time it is taken (just before its emit)."""
+    pad = "x" * max(0, request.get("size", 60) - _PAYLOAD_OVERHEAD)
+    first = request.get("first", 0)
+    for seq in range(first, first + request["count"]):
+        yield {"seq": seq, "t": round(time.monotonic_ns() / 1e6, 3), "pad": pad}
+
+
+def arguments(description: str, *, asgi: bool = False) -> argparse.Namespace:
+    """Parse a server's command line, and exit when standard input closes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    if asgi:
+        parser.add_argument("--asgi", action="store_true", help="serve as ASGI under hypercorn")
+    args = parser.parse_args()
+    threading.Thread(target=_exit_at_eof, daemon=True).start()
+    return args
+
+
+def _exit_at_eof() -> None:
+    # The suite never writes to a server: EOF means the suite is gone, however it ended.
+    sys.stdin.buffer.read()
+    os._exit(0)

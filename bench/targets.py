@@ -1,0 +1,123 @@
+"""The servers under test: how to start each one, how to tell it is ready, what it needs."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import socket
+import sys
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import attrs
+import trio
+
+from bench.procs import CHECKOUT, Child, open_child
+
+__all__ = ["LOAD_NEEDS", "SERVERS", "Server", "Target", "missing", "open_server"]
+
+ENGINE_PATH = "/socket.io/?EIO=4&transport="
+START_TIMEOUT = 30.0
+_SCRIPTS = Path(__file__).resolve().parent / "servers"
+
+
+@attrs.frozen
+class Target:
+    """A server under test: its command (the suite adds ``--port``) and what it needs."""
+
+    name: str
+    argv: tuple[str, ...]
+    modules: tuple[str, ...] = ()  # Python modules
+    npm: tuple[str, ...] = ()  # npm packages in the checkout's node_modules
+
+    def command(self, port: int) -> list[str]:
+        node = shutil.which("node") or "node"
+        return [node if a == "node" else a for a in self.argv] + ["--port", str(port)]
+
+
+def _python(module: str, *extra: str) -> tuple[str, ...]:
+    return (sys.executable, "-m", f"bench.servers.{module}", *extra)
+
+
+SERVERS = {
+    target.name: target
+    for target in (
+        Target("hub", _python("hub_server"), ("hub",)),
+        Target("hub-asgi", _python("hub_server", "--asgi"), ("hub", "hypercorn")),
+        Target(
+            "python-socketio",
+            _python("psio_server"),
+            ("socketio", "uvicorn", "uvloop", "httptools", "websockets"),
+        ),
+        Target("node-socketio", ("node", str(_SCRIPTS / "node_server.mjs")), npm=("socket.io",)),
+    )
+}
+LOAD_NEEDS = Target("load", ("node",))
+
+
+def missing(targets: Iterable[Target], modules: Iterable[str] = ()) -> list[str]:
+    """What is not installed among what ``targets`` (and the extra ``modules``) need."""
+    gaps: list[str] = []
+    for target in targets:
+        needs_node = target.npm or "node" in target.argv
+        if needs_node and shutil.which("node") is None:
+            gaps.append(f"{target.name}: node is not installed")
+        for package in target.npm:
+            if not (CHECKOUT / "node_modules" / package / "package.json").exists():
+                gaps.append(f"{target.name}: npm package {package} (run `npm install`)")
+        for module in target.modules:
+            if importlib.util.find_spec(module) is None:
+                gaps.append(f"{target.name}: Python module {module} (pip install -e '.[dev]')")
+    gaps += [
+        f"Python module {module} (pip install -e '.[dev]')"
+        for module in modules
+        if importlib.util.find_spec(module) is None
+    ]
+    return gaps
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@attrs.frozen
+class Server:
+    """A started server under test."""
+
+    child: Child
+    url: str
+
+
+@asynccontextmanager
+async def open_server(
+    target: Target, *, cores: frozenset[int], logs: Path
+) -> AsyncIterator[Server]:
+    """Start ``target`` on a free loopback port; ready once it answers an Engine.IO handshake."""
+    port = free_port()
+    async with open_child(target.name, target.command(port), cores=cores, logs=logs) as child:
+        with trio.move_on_after(START_TIMEOUT) as waiting:
+            while not await _answers_handshake(port):
+                if child.process.returncode is not None:
+                    raise child.failure("did not start")
+                await trio.sleep(0.1)
+        if waiting.cancelled_caught:
+            raise child.failure(f"not answering within {START_TIMEOUT:.0f} s")
+        yield Server(child, f"http://127.0.0.1:{port}")
+
+
+async def _answers_handshake(port: int) -> bool:
+    request = f"GET {ENGINE_PATH}polling HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    answer = b""
+    with trio.move_on_after(2.0):
+        try:
+            async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+                await stream.send_all(request.encode())
+                while b'"sid"' not in answer and (chunk := await stream.receive_some()):
+                    answer += chunk
+        except OSError:
+            return False
+    return answer.startswith(b"HTTP/1.1 200") and b'"sid"' in answer
