@@ -46,8 +46,11 @@ class Client:
         assert nursery is not None
         return nursery
 
-    async def watch_connect_timeout(self) -> None:
-        await trio.sleep(self.server.options.connect_timeout)
+    def start_connect_timeout(self) -> None:
+        deadline = trio.current_time() + self.server.options.connect_timeout
+        self.engine.call_at(deadline, self._connect_timed_out)
+
+    def _connect_timed_out(self) -> None:
         if not self.sockets and not self._connecting and not self.engine.closed:
             log.info("connection %s: no CONNECT within the connect timeout", self.engine.sid)
             self.engine.close("connect timeout")

@@ -202,8 +202,7 @@ class Server:
     def on_open(self, socket: EngineSocket) -> None:
         client = Client(self, socket)
         socket.data = client
-        assert socket.nursery is not None
-        socket.nursery.start_soon(client.watch_connect_timeout)
+        client.start_connect_timeout()
 
     def on_message(self, socket: EngineSocket, data: str | bytes) -> None:
         client = socket.data

@@ -130,6 +130,8 @@ class EngineSocket:
         self._changed = trio.Event()
         self._ended = trio.Event()
         self._timer: trio.CancelScope | None = None
+        self._alarm = float("inf")
+        self._alarm_callback: Callable[[], None] | None = None
         self._closing: str | None = None  # closed by the server; the last GET is on its way
         # The delivery fast path: writes a WebSocket frame straight to the connection's stream
         # while the session is open on a native WebSocket; None otherwise (then send_nowait).
@@ -208,7 +210,7 @@ class EngineSocket:
 
     def _rearm(self) -> None:
         if self._timer is not None:
-            self._timer.deadline = self.session.next_deadline()
+            self._timer.deadline = self._next_deadline()
 
     def _end(self, reason: str) -> None:
         """The session is over (if it was not already); wake everything that waits on it."""
@@ -216,6 +218,8 @@ class EngineSocket:
         self.write_frame = None
         if not self._ended.is_set():
             self._ended.set()
+            if self._timer is not None:
+                self._timer.cancel()  # the session's task stops keeping time
             self._wake()
             for ws in (self._ws, self._probe_ws):
                 if ws is not None:
@@ -228,10 +232,12 @@ class EngineSocket:
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
-                nursery.start_soon(self._heartbeat)
                 task_status.started()
                 handler.on_open(self)
-                await self._ended.wait()
+                # The session's own task keeps its time (no task of its own for that: a
+                # connection costs memory per task).
+                await self._heartbeat()
+                self._end(self.session.close_reason or "transport close")
                 with trio.CancelScope(shield=True), trio.move_on_after(10):
                     await handler.on_close(self, self.session.close_reason or "transport close")
                 nursery.cancel_scope.cancel()
@@ -242,13 +248,33 @@ class EngineSocket:
         finally:
             self._end(self.session.close_reason or "server shutting down")
 
+    def call_at(self, deadline: float, callback: Callable[[], None]) -> None:
+        """Call ``callback`` at ``deadline`` (trio time) unless the session ended first.
+
+        One alarm per session, kept by the session's own task: a later call replaces it.
+        """
+        self._alarm = deadline
+        self._alarm_callback = callback
+        self._rearm()
+
+    def _next_deadline(self) -> float:
+        return min(self.session.next_deadline(), self._alarm)
+
     async def _heartbeat(self) -> None:
+        """Keep the session's deadlines until it ends: pings, pong timeout, probe, alarm."""
         session = self.session
         while not session.closed:
-            with trio.CancelScope(deadline=session.next_deadline()) as scope:
+            with trio.CancelScope(deadline=self._next_deadline()) as scope:
                 self._timer = scope
                 await trio.sleep_forever()
             self._timer = None
+            if session.closed:
+                return
+            if trio.current_time() >= self._alarm:
+                callback, self._alarm_callback = self._alarm_callback, None
+                self._alarm = float("inf")
+                if callback is not None:
+                    callback()
             was_upgrading = session.state is State.UPGRADING
             for packet in session.on_deadline(trio.current_time()):
                 if packet.type is PacketType.PING and self._closing is None:

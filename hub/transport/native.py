@@ -128,7 +128,7 @@ async def _serve_connection(app: App, stream: RawStream, limits: Limits) -> None
     connection = _HttpConnection(app, stream, limits)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(stream.run_writer)
+            stream.writer_nursery = nursery
             try:
                 await connection.run()
             finally:

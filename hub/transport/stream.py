@@ -4,7 +4,7 @@ Why not ``trio.SocketStream``: a broadcast writes the same frame to thousands of
 ``await stream.send_all()`` per member costs a scheduler round-trip each. Here a write is
 synchronous (:meth:`RawStream.send_nowait`): when nothing is queued it goes straight to the
 kernel; only what the kernel does not take is queued, in a buffer bounded in bytes, and drained
-by the connection's writer task (:meth:`RawStream.run_writer`). See DESIGN.md, "Decisions
+by a writer task that exists only while something is queued. See DESIGN.md, "Decisions
 already measured".
 
 Rules:
@@ -50,7 +50,10 @@ class RawStream:
         self._pending: collections.deque[bytes] = collections.deque()
         self._pending_bytes = 0
         self._head_partial = False  # the first queued chunk is the rest of a partly sent one
-        self._wake = trio.Event()
+        self._writing = False
+        # Where the writer task runs when the kernel does not take everything at once (the
+        # connection's nursery); set before the first write.
+        self.writer_nursery: trio.Nursery | None = None
         self.closed = False
         self.close_reason: str | None = None
         try:
@@ -133,18 +136,24 @@ class RawStream:
         if self._pending_bytes > self._max_buffered:
             self._fail("slow consumer")
             return
-        self._wake.set()
+        if not self._writing and self.writer_nursery is not None:
+            try:
+                self.writer_nursery.start_soon(self._write_queued)
+            except RuntimeError:
+                return  # the connection is ending: aclose() flushes what is left
+            self._writing = True
 
-    async def run_writer(self) -> None:
-        """Drain the queue whenever the kernel has room; run it in the connection's nursery."""
-        while not self.closed:
-            await self._wake.wait()
-            self._wake = trio.Event()
+    async def _write_queued(self) -> None:
+        """The writer task: lives only while something is queued (most connections, most of
+        the time, have no queue and so no writer task)."""
+        try:
             while self._pending and not self.closed:
                 await trio.lowlevel.wait_writable(self._sock)
                 if self.closed:
                     return
                 self._flush_some()
+        finally:
+            self._writing = False
 
     def _try_send(self, data: bytes) -> int | None:
         """One non-blocking ``send``: bytes taken by the kernel, or None if the stream failed."""
@@ -193,7 +202,6 @@ class RawStream:
         self.close_reason = reason
         self._pending.clear()
         self._pending_bytes = 0
-        self._wake.set()
         trio.lowlevel.notify_closing(self._sock)
         self._sock.close()
 
