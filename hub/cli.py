@@ -76,6 +76,7 @@ def _config(args: argparse.Namespace) -> Config:
         ping_interval=getattr(args, "ping_interval", None),
         ping_timeout=getattr(args, "ping_timeout", None),
         max_payload=getattr(args, "max_payload", None),
+        freeze_gc=args.command == "serve",
         **({"env": args.env} if getattr(args, "env", None) else {}),
     ).check()
 

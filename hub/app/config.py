@@ -117,6 +117,7 @@ class Config:
     max_payload: int = 1_000_000
     token_warning: float = 300.0
     max_internal_body: int = 1_000_000
+    freeze_gc: bool = False  # see hub.server.ServerOptions.freeze_gc; `hub serve` turns it on
 
     def __attrs_post_init__(self) -> None:
         names = {field: name for name, (field, _) in _ENV_FIELDS.items()}

@@ -99,6 +99,7 @@ class Hub:
                 cors_origins=config.origin_allowed,
                 cors_credentials=True,
                 max_http_body=config.max_internal_body,
+                freeze_gc=config.freeze_gc,
             )
         )
         # user id -> that user's live sockets (several tabs)
@@ -285,6 +286,7 @@ class Hub:
         *,
         to: Iterable[str],
         except_: Iterable[str] = (),
+        validated: bool = False,
     ) -> int:
         """Send ``event`` to the sockets in any of the rooms ``to`` but not in ``except_``.
 
@@ -297,11 +299,13 @@ class Hub:
             hub.app.events.EventValidationError: ``data`` is not a valid payload of ``event``.
             ValueError: ``to`` is empty (a broadcast to everyone must be asked for with
                 :meth:`broadcast`).
+
+        ``validated=True`` says ``data`` has been through ``validate_event`` already.
         """
         rooms = [to] if isinstance(to, str) else list(to)
         if not rooms:
             raise ValueError("emit needs at least one room in 'to'")
-        if event in EVENTS:
+        if event in EVENTS and not validated:
             data = validate_event(event, data)
         skip = [except_] if isinstance(except_, str) else list(except_)
         return self.server.to(rooms).except_(skip).emit(event, data)

@@ -200,14 +200,15 @@ class InternalAPI:
         if not isinstance(body, list):
             event, data, to, skip = self._check_item(body)
             return Response.json(
-                200, {"delivered": self.hub.emit(event, data, to=to, except_=skip)}
+                200, {"delivered": self.hub.emit(event, data, to=to, except_=skip, validated=True)}
             )
         if not body or len(body) > MAX_BATCH:
             raise _bad(f"a batch holds 1 to {MAX_BATCH} emits")
         # Everything is validated first: a batch is sent whole or not at all.
         items = [self._check_item(item, f"[{index}].") for index, item in enumerate(body)]
         results = [
-            self.hub.emit(event, data, to=to, except_=skip) for event, data, to, skip in items
+            self.hub.emit(event, data, to=to, except_=skip, validated=True)
+            for event, data, to, skip in items
         ]
         return Response.json(
             200, {"delivered": sum(results), "results": [{"delivered": n} for n in results]}
