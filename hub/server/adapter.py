@@ -71,6 +71,8 @@ class LocalAdapter:
         except_rooms: frozenset[str],
         exclude: frozenset[str],
         everyone: Iterable[Socket],
+        *,
+        volatile: bool = False,
     ) -> int:
         """Write an encoded broadcast to every target; returns how many sockets it reached.
 
@@ -83,6 +85,11 @@ class LocalAdapter:
         else:
             targets = self.targets(rooms, except_rooms, exclude, everyone)
         count = 0
+        if volatile:
+            for socket in targets:
+                if socket.connected and socket._send_volatile(messages):
+                    count += 1
+            return count
         if len(messages) == 1:
             frame = messages[0].frame
             for socket in targets:

@@ -38,6 +38,14 @@ class BroadcastOperator:
     rooms: frozenset[str] = frozenset()
     except_rooms: frozenset[str] = frozenset()
     exclude: frozenset[str] = frozenset()
+    is_volatile: bool = False
+
+    @property
+    def volatile(self) -> BroadcastOperator:
+        """The same broadcast, dropped for each socket that cannot take it at once (one with a
+        queue behind a slow reader, or a polling client with no request waiting), as
+        socket.io's volatile events: for data that the next message makes stale."""
+        return attrs.evolve(self, is_volatile=True)
 
     def to(self, *rooms: str | Iterable[str]) -> BroadcastOperator:
         """Also target these rooms."""
@@ -57,7 +65,8 @@ class BroadcastOperator:
         """Send the event to every target, encoded once. Never waits.
 
         Returns:
-            How many sockets it reached.
+            How many sockets it reached (a volatile broadcast counts only those it was
+            written to).
 
         Raises:
             hub.errors.LocalProtocolError: the event or arguments cannot be encoded.
@@ -69,6 +78,7 @@ class BroadcastOperator:
             self.except_rooms,
             self.exclude,
             self.namespace.sockets.values(),
+            volatile=self.is_volatile,
         )
 
     def sockets(self) -> list[Socket]:

@@ -128,6 +128,27 @@ class Socket:
             for message in messages:
                 engine.send_nowait(message)
 
+    def _send_volatile(self, messages: list[Outgoing]) -> bool:
+        if self._pre_connect is not None:
+            return False
+        engine = self.client.engine
+        if not engine.send_volatile(messages[0]):
+            return False
+        for message in messages[1:]:  # the attachments follow the packet they belong to
+            engine.send_nowait(message)
+        return True
+
+    def emit_volatile(self, event: str, *args: Any) -> bool:
+        """Send an event only if the connection can take it now (see
+        :attr:`BroadcastOperator.volatile`).
+
+        Returns:
+            Whether it was sent.
+        """
+        return self._send_volatile(
+            encode_outgoing(Event(event, args, namespace=self.namespace.name))
+        )
+
     def _send(self, packet: Packet) -> None:
         self._send_encoded(encode_outgoing(packet))
 

@@ -136,6 +136,7 @@ class EngineSocket:
         # The delivery fast path: writes a WebSocket frame straight to the connection's stream
         # while the session is open on a native WebSocket; None otherwise (then send_nowait).
         self.write_frame: Callable[[bytes], None] | None = None
+        self.write_volatile: Callable[[bytes], bool] | None = None
 
     @property
     def transport(self) -> str:
@@ -169,6 +170,34 @@ class EngineSocket:
             return
         self._wake()
 
+    def send_volatile(self, message: Outgoing) -> bool:
+        """Send a packet only if the connection can take it now; drop it otherwise.
+
+        socket.io's volatile events: on a WebSocket with nothing queued it goes out; over
+        long-polling only when a GET is waiting for it.
+
+        Returns:
+            Whether it was sent.
+        """
+        write = self.write_volatile
+        if write is not None:
+            return write(message.frame)
+        session = self.session
+        if session.closed or self._closing is not None:
+            return False
+        if self._ws is not None:
+            self.send_nowait(message)  # a WebSocket without a fast path (ASGI)
+            return True
+        if not session.polling_waiting or session.has_queued:
+            return False
+        self.send_nowait(message)
+        return True
+
+    def _use_websocket(self, ws: WebSocket) -> None:
+        self._ws = ws
+        self.write_frame = getattr(ws, "frame_writer", None)
+        self.write_volatile = getattr(ws, "volatile_writer", None)
+
     def send_message(self, data: str | bytes) -> None:
         """Send one ``message`` packet."""
         self.send_nowait(Outgoing.message_of(data))
@@ -191,7 +220,7 @@ class EngineSocket:
         # the payload, so a close in the same payload would overtake them). The session ends
         # when the close has gone, or after pingTimeout without a GET.
         self._closing = reason
-        self.write_frame = None
+        self.write_frame = self.write_volatile = None
         self._wake()
         if self.nursery is None or self.session.closed:
             self._end(reason)
@@ -215,7 +244,7 @@ class EngineSocket:
     def _end(self, reason: str) -> None:
         """The session is over (if it was not already); wake everything that waits on it."""
         self.session.close(reason)
-        self.write_frame = None
+        self.write_frame = self.write_volatile = None
         if not self._ended.is_set():
             self._ended.set()
             if self._timer is not None:
@@ -507,8 +536,7 @@ class EngineServer:
         if sid is None:
             await ws.accept()
             socket = await self._open(request, Transport.WEBSOCKET)
-            socket._ws = ws
-            socket.write_frame = getattr(ws, "frame_writer", None)
+            socket._use_websocket(ws)
             ws.send_nowait(Outgoing(socket.session.open_packet()))
             await self._read_websocket(socket, ws)
             return
@@ -542,8 +570,7 @@ class EngineServer:
                     socket._wake()
                 elif incoming is Incoming.UPGRADE:
                     socket._probe_ws = None
-                    socket._ws = ws
-                    socket.write_frame = getattr(ws, "frame_writer", None)
+                    socket._use_websocket(ws)
                     for queued in session.take():
                         ws.send_nowait(queued)
                     socket._rearm()
@@ -570,7 +597,12 @@ class EngineServer:
         except WebSocketClosed as exc:
             # As engine.io: the connection going away (with or without a close frame) is a
             # "transport close"; a broken frame or an oversize message is a "transport error".
-            reason = "transport error" if exc.code in (1002, 1007, 1009) else "transport close"
+            if exc.reason == "slow consumer":
+                reason = "slow consumer"
+            elif exc.code in (1002, 1007, 1009):
+                reason = "transport error"
+            else:
+                reason = "transport close"
         except EngineIOError as exc:
             log.info("session %s: %s", socket.sid, exc.message)
             reason = "parse error"

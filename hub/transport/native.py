@@ -34,6 +34,8 @@ __all__ = ["Limits", "NativeWebSocket", "open_listener", "serve", "serve_listene
 log = logging.getLogger("hub.transport")
 
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+# RFC 6455 7.4.1: 1008, "a message that violates its policy": here, reading too slowly.
+_SLOW_CONSUMER_CLOSE = encode_frame(0x8, (1008).to_bytes(2, "big") + b"slow consumer")
 
 
 @attrs.frozen
@@ -350,6 +352,7 @@ class NativeWebSocket:
             b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
         )
         self._stream.send_nowait(head)
+        self._stream.goodbye = _SLOW_CONSUMER_CLOSE
         self.accepted = True
         if self._trailing:
             self._ws.receive_data(self._trailing)
@@ -378,6 +381,9 @@ class NativeWebSocket:
                 elif isinstance(event, ws_events.Ping):
                     self._stream.send_nowait(self._ws.send(event.response()))
                 elif isinstance(event, ws_events.CloseConnection):
+                    if self._stream.overflowed:
+                        self._closed = True
+                        raise WebSocketClosed(1008, "slow consumer")
                     self.close_code = event.code
                     if not self._sent_close and self._ws.state is ConnectionState.REMOTE_CLOSING:
                         self._sent_close = True
@@ -397,6 +403,8 @@ class NativeWebSocket:
                 self._read_scope = None
             if not data:
                 self._closed = True
+                if self._stream.overflowed:
+                    raise WebSocketClosed(1008, "slow consumer")
                 raise WebSocketClosed(1006, "connection lost")
             self._ws.receive_data(data)
             try:
@@ -412,6 +420,11 @@ class NativeWebSocket:
             self._stream.send_urgent(message.frame)
         else:
             self._stream.send_nowait(message.frame)
+
+    @property
+    def volatile_writer(self) -> Callable[[bytes], bool]:
+        """Writes frame bytes only when nothing waits before them; see ``frame_writer``."""
+        return self._stream.send_if_idle
 
     @property
     def frame_writer(self) -> Callable[[bytes], None]:

@@ -9,8 +9,10 @@ already measured".
 
 Rules:
 - Order is kept: once anything is queued, later writes queue behind it.
-- Over ``max_buffered`` bytes queued the peer is a slow consumer: the stream is failed with
-  reason ``"slow consumer"`` and everything queued is dropped. Nobody else waits for it.
+- Over ``max_buffered`` bytes queued the peer is a slow consumer: everything queued is dropped
+  (but the rest of a frame the kernel took in part), the stream's ``goodbye`` (a WebSocket
+  close frame saying why) is queued in its place, nothing else is accepted, and the stream
+  closes once the goodbye is out or after ``GOODBYE_TIMEOUT`` seconds. Nobody else waits for it.
 - Closing notifies trio first (``notify_closing``), so a task blocked on the socket wakes.
 """
 
@@ -26,6 +28,7 @@ import trio
 __all__ = ["RawStream", "StreamClosed"]
 
 _RECV_SIZE = 65536
+GOODBYE_TIMEOUT = 5.0
 _WRITE_BATCH = 262144
 
 
@@ -51,6 +54,13 @@ class RawStream:
         self._pending_bytes = 0
         self._head_partial = False  # the first queued chunk is the rest of a partly sent one
         self._writing = False
+        self._writer_scope: trio.CancelScope | None = None
+        # Over the bound: the frame to leave with (set by the WebSocket), whether that
+        # happened, and whether the stream takes no more writes (only the goodbye goes out).
+        self.goodbye: bytes | None = None
+        self.overflowed = False
+        self._sealed = False
+        self._seal_deadline = float("inf")
         # Where the writer task runs when the kernel does not take everything at once (the
         # connection's nursery); set before the first write.
         self.writer_nursery: trio.Nursery | None = None
@@ -76,7 +86,10 @@ class RawStream:
         while True:
             if self.closed:
                 raise StreamClosed(self.close_reason or "closed")
-            await trio.lowlevel.wait_readable(self._sock)
+            try:
+                await trio.lowlevel.wait_readable(self._sock)
+            except trio.ClosedResourceError:
+                raise StreamClosed(self.close_reason or "closed") from None
             if self.closed:
                 raise StreamClosed(self.close_reason or "closed")
             try:
@@ -100,7 +113,7 @@ class RawStream:
         its reader). A peer over the buffer bound is failed as a slow consumer.
         """
         if self._pending or self.closed:
-            if self.closed:
+            if self.closed or self._sealed:
                 return
         else:
             # The fast path of every delivery: one non-blocking send(), nothing queued.
@@ -123,7 +136,7 @@ class RawStream:
 
         It still goes after the remainder of a frame the kernel has partly taken.
         """
-        if self.closed:
+        if self.closed or self._sealed:
             return
         if not self._pending:
             self.send_nowait(data)
@@ -131,11 +144,42 @@ class RawStream:
         self._pending.insert(1 if self._head_partial else 0, data)
         self._queued(len(data))
 
+    def send_if_idle(self, data: bytes) -> bool:
+        """Write ``data`` only if nothing waits before it (a volatile message); else drop it.
+
+        Returns:
+            Whether it was written (or, if the kernel took part of it, queued behind that).
+        """
+        if self._pending or self.closed:
+            return False
+        self.send_nowait(data)
+        return True
+
     def _queued(self, size: int) -> None:
         self._pending_bytes += size
         if self._pending_bytes > self._max_buffered:
+            self._overflow()
+            return
+        self._start_writer()
+
+    def _overflow(self) -> None:
+        self.overflowed = True
+        if self.goodbye is None:
             self._fail("slow consumer")
             return
+        head = self._pending[0] if self._head_partial else None
+        self._pending.clear()
+        if head is not None:
+            self._pending.append(head)  # a frame cut in two would corrupt the goodbye
+        self._pending.append(self.goodbye)
+        self._pending_bytes = sum(map(len, self._pending))
+        self._sealed = True
+        self._seal_deadline = trio.current_time() + GOODBYE_TIMEOUT
+        if self._writer_scope is not None:
+            self._writer_scope.deadline = self._seal_deadline
+        self._start_writer()
+
+    def _start_writer(self) -> None:
         if not self._writing and self.writer_nursery is not None:
             try:
                 self.writer_nursery.start_soon(self._write_queued)
@@ -147,12 +191,18 @@ class RawStream:
         """The writer task: lives only while something is queued (most connections, most of
         the time, have no queue and so no writer task)."""
         try:
-            while self._pending and not self.closed:
-                await trio.lowlevel.wait_writable(self._sock)
-                if self.closed:
-                    return
-                self._flush_some()
+            with trio.CancelScope(deadline=self._seal_deadline) as self._writer_scope:
+                while self._pending and not self.closed:
+                    await trio.lowlevel.wait_writable(self._sock)
+                    if self.closed:
+                        return
+                    self._flush_some()
+            if self._sealed:
+                self.close("slow consumer")  # the goodbye is out, or the peer never read it
+        except trio.ClosedResourceError:
+            pass  # closed while waiting to write: nothing more to do
         finally:
+            self._writer_scope = None
             self._writing = False
 
     def _try_send(self, data: bytes) -> int | None:
@@ -186,7 +236,10 @@ class RawStream:
     async def _flush_all(self) -> None:
         # Only once the writer task has ended: two tasks may not wait on one socket.
         while self._pending and not self.closed:
-            await trio.lowlevel.wait_writable(self._sock)
+            try:
+                await trio.lowlevel.wait_writable(self._sock)
+            except trio.ClosedResourceError:
+                return
             self._flush_some()
 
     # -- closing ---------------------------------------------------------------------------
