@@ -1,8 +1,9 @@
 """``python -m bench COMMAND``: run the measurements, print the table, write JSON and a plot.
 
 Exit status: 0 when every measurement was made, 1 when some failed (the others are still
-reported), 2 for a bad command line, 3 when something the run needs is not installed, 130 when
-interrupted (Ctrl-C or SIGTERM; every process the suite started is stopped first).
+reported) or, for ``hold``, when a client was lost, 2 for a bad command line, 3 when something
+the run needs is not installed, 130 when interrupted (Ctrl-C or SIGTERM; every process the
+suite started is stopped first).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = ["main"]
 
 EXIT_FAILED, EXIT_MISSING, EXIT_INTERRUPTED = 1, 3, 130
 QUICK_CLIENTS = (50,)
+HOLD_PING, QUICK_HOLD_PING = 2.0, 1.0  # seconds, interval and timeout alike
 
 Measure = Callable[[Target, int, Settings, Progress, str], Awaitable[Any]]
 
@@ -57,6 +59,18 @@ _CONNECT_COLUMNS = (
     Column("failed", "failed", "{:,}"),
 )
 
+_HOLD_COLUMNS = (
+    Column("server", "server", "{}"),
+    Column("clients", "N", "{:,}"),
+    Column("connected", "connected", "{:,}"),
+    Column("alive", "alive at end", "{:,}"),
+    Column("disconnects", "disconnects", "{:,}"),
+    Column("pings", "pings answered", "{:,}"),
+    Column("cpu_percent", "server CPU %"),
+    Column("rss_kb_per_conn", "RSS KiB/conn"),
+    Column("all_alive", "all alive", "{}"),
+)
+
 
 @attrs.frozen
 class Command:
@@ -67,6 +81,11 @@ class Command:
     clients: tuple[int, ...]  # the default
     columns: tuple[Column, ...]
     panels: tuple[Column, ...]  # what the plot shows
+    servers: tuple[str, ...] = tuple(SERVERS)  # the default
+    duration: tuple[float, float] = (3.0, 3.0)  # the default --duration, and with --quick
+    quick: str = "50 clients, a few broadcasts"
+    bursts: bool = True  # takes --size and --repeat
+    pings: bool = False  # takes --ping-interval and --ping-timeout
 
     @property
     def title(self) -> str:
@@ -103,6 +122,20 @@ COMMANDS = {
             _CONNECT_COLUMNS,
             (_CONNECT_COLUMNS[2], _CONNECT_COLUMNS[4]),
         ),
+        Command(
+            "hold",
+            "N WebSocket clients kept connected by short heartbeats for --duration seconds",
+            measure.hold,
+            "websocket",
+            (10000,),
+            _HOLD_COLUMNS,
+            (_HOLD_COLUMNS[6], _HOLD_COLUMNS[7]),
+            servers=("hub", "node-socketio"),
+            duration=(60.0, 6.0),
+            quick=f"50 clients for 6 s, pings every {QUICK_HOLD_PING:g} s",
+            bursts=False,
+            pings=True,
+        ),
     )
 }
 
@@ -135,8 +168,8 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--servers",
             type=_names,
-            default=list(SERVERS),
-            help=f"comma-separated, of {','.join(SERVERS)} (default: all)",
+            default=list(command.servers),
+            help=f"comma-separated, of {','.join(SERVERS)} (default: {','.join(command.servers)})",
         )
         sub.add_argument(
             "--clients",
@@ -145,16 +178,28 @@ def _parser() -> argparse.ArgumentParser:
         )
         sub.add_argument("--json", type=Path, metavar="PATH", help="write the rows as JSON")
         sub.add_argument("--plot", type=Path, metavar="PATH", help="write a PNG plot against N")
+        sub.add_argument("--quick", action="store_true", help=f"a smoke run: {command.quick}")
+        default, quick = command.duration
         sub.add_argument(
-            "--quick", action="store_true", help="a smoke run: 50 clients, a few broadcasts"
+            "--duration",
+            type=float,
+            help=f"seconds a measured burst aims at (default: {default:g})"
+            if command.bursts
+            else f"seconds to hold the clients (default: {default:g}, {quick:g} with --quick)",
         )
-        sub.add_argument(
-            "--duration", type=float, default=3.0, help="seconds a measured burst aims at"
-        )
-        sub.add_argument("--size", type=int, default=60, help="bytes of a tick's JSON payload")
-        sub.add_argument(
-            "--repeat", type=int, default=1, help="measured bursts; report the median (fan-out)"
-        )
+        if command.bursts:
+            sub.add_argument("--size", type=int, default=60, help="bytes of a tick's JSON payload")
+            sub.add_argument(
+                "--repeat", type=int, default=1, help="measured bursts; report the median (fan-out)"
+            )
+        if command.pings:
+            for name in ("interval", "timeout"):
+                sub.add_argument(
+                    f"--ping-{name}",
+                    type=float,
+                    help=f"the servers' ping {name}, seconds (default: {HOLD_PING:g}, "
+                    f"{QUICK_HOLD_PING:g} with --quick)",
+                )
         sub.add_argument("--logs", type=Path, help="keep the processes' output in this folder")
     return parser
 
@@ -188,13 +233,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
         logs = args.logs or Path(scratch)
         logs.mkdir(parents=True, exist_ok=True)
+        ping = QUICK_HOLD_PING if args.quick else HOLD_PING
         settings = Settings(
             cores=cores,
             logs=logs,
-            duration=args.duration,
-            size=args.size,
+            duration=_given(args.duration, command.duration[args.quick]),
+            size=getattr(args, "size", 60),
             quick=args.quick,
-            repeat=max(1, args.repeat),
+            repeat=max(1, getattr(args, "repeat", 1)),
+            ping_interval=_given(getattr(args, "ping_interval", None), ping),
+            ping_timeout=_given(getattr(args, "ping_timeout", None), ping),
         )
         rows: list[Any] = []
         try:
@@ -206,13 +254,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_INTERRUPTED
 
     print(report.table(rows, command.columns), flush=True)
+    lost = [row for row in rows if isinstance(row, measure.HoldRow) and not row.all_alive]
+    for row in lost:
+        _say(f"{row.server} N={row.clients}: {row.clients - row.alive:,} clients LOST")
     if args.json and rows:
         report.write_json(args.json, rows)
         _say(f"rows: {args.json}")
     if args.plot and rows:
         report.plot(args.plot, rows, command.panels, command.title)
         _say(f"plot: {args.plot}")
-    return EXIT_FAILED if failures else 0
+    return EXIT_FAILED if failures or lost else 0
 
 
 async def _run_all(
@@ -232,6 +283,10 @@ async def _run_all(
                 failures += 1
                 progress(f"FAILED: {exc or 'timed out'}")
     return failures
+
+
+def _given(value: float | None, default: float) -> float:
+    return default if value is None else value
 
 
 def _progress(prefix: str) -> Progress:

@@ -19,7 +19,7 @@ import trio
 from bench.procs import BenchError, Child, open_child
 from bench.targets import LOAD_NEEDS
 
-__all__ = ["Burst", "Connected", "Load", "open_load"]
+__all__ = ["Burst", "Connected", "Load", "Status", "open_load"]
 
 WORKER = Path(__file__).resolve().parent / "load" / "worker.mjs"
 CLIENTS_PER_WORKER = 2500
@@ -72,6 +72,26 @@ class Burst:
         return ordered[max(0, math.ceil(q * len(ordered)) - 1)] if ordered else math.nan
 
 
+@attrs.frozen
+class Status:
+    """The clients now, over all workers.
+
+    Attributes:
+        connected: clients that connected.
+        alive: of those, the ones not lost since.
+        disconnects: the ones lost: closed, failed, told to go by the server, or silent (no ping
+            for the server's pingInterval + pingTimeout, when a Socket.IO client gives up).
+        pings: pings answered since the clients started.
+        error: why the first client was lost.
+    """
+
+    connected: int
+    alive: int
+    disconnects: int
+    pings: int
+    error: str | None
+
+
 class Load:
     """The running load-generator processes and their clients."""
 
@@ -105,6 +125,20 @@ class Load:
             end=max(e["end"] for e in events),
             connected=self.clients,
             failed=sum(e["failed"] for e in events),
+            error=next((e["error"] for e in events if e["error"]), None),
+        )
+
+    async def status(self) -> Status:
+        """How many clients are still connected, how many were lost, how many pings answered."""
+        with trio.fail_after(STEP_TIMEOUT):
+            for worker in self.workers:
+                await worker.send({"op": "status"})
+            events = [await worker.event("status") for worker in self.workers]
+        return Status(
+            connected=sum(e["connected"] for e in events),
+            alive=sum(e["alive"] for e in events),
+            disconnects=sum(e["disconnects"] for e in events),
+            pings=sum(e["pings"] for e in events),
             error=next((e["error"] for e in events if e["error"]), None),
         )
 

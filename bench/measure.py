@@ -5,7 +5,9 @@ starts the load (pinned to the other cores), connects the clients and reads the 
 ``rss_kb_per_conn`` is the difference over the clients. ``fanout`` (and ``polling``, the same
 over HTTP long-polling) then asks for a warm-up burst, sizes the measured burst from its rate
 to last about ``Settings.duration`` seconds, and reads the CPU time of the server and of the
-load around it (``Settings.repeat`` measured bursts: the row is the median one).
+load around it (``Settings.repeat`` measured bursts: the row is the median one). ``hold``
+starts the server with short heartbeats, connects the clients and keeps them for
+``Settings.duration`` seconds, asking the load every few seconds how many are still there.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from pathlib import Path
 import attrs
 import trio
 
-from bench.load import Burst, Load, open_load
+from bench.load import Burst, Load, Status, open_load
 from bench.procs import BenchError, Cores
 from bench.targets import Server, Target, open_server
 
-__all__ = ["ConnectRow", "FanoutRow", "Settings", "connect", "fanout"]
+__all__ = ["ConnectRow", "FanoutRow", "HoldRow", "Settings", "connect", "fanout", "hold"]
 
 Progress = Callable[[str], None]
+PROGRESS_EVERY = 5.0
+"""Seconds between the progress lines of ``hold``."""
 
 
 @attrs.frozen
@@ -38,6 +42,8 @@ class Settings:
     warmup_deliveries: int = 30_000
     broadcasts: tuple[int, int] = (10, 5000)  # fewest, most in the measured burst
     repeat: int = 1  # measured bursts; the row is the median one (by deliveries/s)
+    ping_interval: float = 2.0  # the server's heartbeat, seconds (hold only)
+    ping_timeout: float = 2.0
 
     def warmup(self, clients: int) -> int:
         return 5 if self.quick else min(200, max(3, math.ceil(self.warmup_deliveries / clients)))
@@ -73,6 +79,19 @@ class ConnectRow:
     rss_kb_per_conn: float
     load_cpu_us_per_connection: float
     failed: int
+
+
+@attrs.frozen
+class HoldRow:
+    server: str
+    clients: int
+    connected: int
+    alive: int  # still connected at the end
+    disconnects: int  # clients lost after they connected
+    pings: int  # answered during the hold, over all clients
+    cpu_percent: float  # of one core, over the hold
+    rss_kb_per_conn: float  # at the end
+    all_alive: bool
 
 
 def _connect_timeout(clients: int) -> float:
@@ -171,3 +190,54 @@ async def connect(
     )
     progress(f"{row.connections_per_s:,.0f} connections/s, {row.rss_kb_per_conn:.1f} KiB each")
     return row
+
+
+async def hold(
+    target: Target, clients: int, settings: Settings, progress: Progress, transport: str
+) -> HoldRow:
+    """Connect ``clients`` clients to a server with short heartbeats and keep them connected for
+    ``settings.duration`` seconds: are they all still there, and what does it cost the server?"""
+    cores = settings.cores
+    interval, timeout = settings.ping_interval, settings.ping_timeout
+    options = ["--ping-interval", f"{interval:g}", "--ping-timeout", f"{timeout:g}"]
+    async with (
+        open_server(target, cores=cores.server, logs=settings.logs, options=options) as server,
+        open_load(clients, cores=cores.load, logs=settings.logs) as load,
+    ):
+        base = server.child.rss_kb()
+        done = await load.connect(server.url, clients, transport, _connect_timeout(clients))
+        if not done.connected:
+            raise BenchError(f"no client connected: {done.error}")
+        progress(
+            f"connected {done.connected:,} clients in {(done.end - done.start) / 1000:.2f} s"
+            + (f" ({done.failed:,} FAILED: {done.error})" if done.failed else "")
+            + f"; holding them {settings.duration:g} s, pings every {interval:g} s"
+            f" (timeout {timeout:g} s)"
+        )
+        first = status = await load.status()
+        cpu, started = server.child.cpu_seconds(), trio.current_time()
+        while (left := started + settings.duration - trio.current_time()) > 0:
+            await trio.sleep(min(left, PROGRESS_EVERY))
+            status = await load.status()
+            progress(f"held {trio.current_time() - started:.0f} s: {_held(status, first)}")
+        cpu, held = server.child.cpu_seconds() - cpu, trio.current_time() - started
+        rss = (server.child.rss_kb() - base) / done.connected
+    return HoldRow(
+        server=target.name,
+        clients=clients,
+        connected=done.connected,
+        alive=status.alive,
+        disconnects=status.disconnects,
+        pings=status.pings - first.pings,
+        cpu_percent=round(cpu / max(held, 1e-3) * 100, 1),
+        rss_kb_per_conn=round(rss, 1),
+        all_alive=status.alive == clients and status.disconnects == 0 and not done.failed,
+    )
+
+
+def _held(status: Status, first: Status) -> str:
+    return (
+        f"{status.alive:,} alive, {status.disconnects:,} disconnects, "
+        f"{status.pings - first.pings:,} pings answered"
+        + (f" (first lost: {status.error})" if status.error else "")
+    )

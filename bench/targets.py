@@ -6,7 +6,7 @@ import importlib.util
 import shutil
 import socket
 import sys
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -24,16 +24,17 @@ _SCRIPTS = Path(__file__).resolve().parent / "servers"
 
 @attrs.frozen
 class Target:
-    """A server under test: its command (the suite adds ``--port``) and what it needs."""
+    """A server under test: its command (the suite adds ``--port``, and the options of
+    ``servers/common.py`` it asks for) and what it needs."""
 
     name: str
     argv: tuple[str, ...]
     modules: tuple[str, ...] = ()  # Python modules
     npm: tuple[str, ...] = ()  # npm packages in the checkout's node_modules
 
-    def command(self, port: int) -> list[str]:
+    def command(self, port: int, options: Sequence[str] = ()) -> list[str]:
         node = shutil.which("node") or "node"
-        return [node if a == "node" else a for a in self.argv] + ["--port", str(port)]
+        return [node if a == "node" else a for a in self.argv] + ["--port", str(port), *options]
 
 
 def _python(module: str, *extra: str) -> tuple[str, ...]:
@@ -94,11 +95,15 @@ class Server:
 
 @asynccontextmanager
 async def open_server(
-    target: Target, *, cores: frozenset[int], logs: Path
+    target: Target, *, cores: frozenset[int], logs: Path, options: Sequence[str] = ()
 ) -> AsyncIterator[Server]:
-    """Start ``target`` on a free loopback port; ready once it answers an Engine.IO handshake."""
+    """Start ``target`` on a free loopback port; ready once it answers an Engine.IO handshake.
+
+    ``options``: more of its command line (``--ping-interval S``...).
+    """
     port = free_port()
-    async with open_child(target.name, target.command(port), cores=cores, logs=logs) as child:
+    command = target.command(port, options)
+    async with open_child(target.name, command, cores=cores, logs=logs) as child:
         with trio.move_on_after(START_TIMEOUT) as waiting:
             while not await _answers_handshake(port):
                 if child.process.returncode is not None:

@@ -1,4 +1,5 @@
-"""The benchmark suite runs end to end: a quick fan-out of all four servers, JSON and plot.
+"""The benchmark suite runs end to end: a quick fan-out of all four servers, JSON and plot, and
+a quick hold of hub and Node with 1-second heartbeats.
 
 It needs node with the npm package socket.io, uvicorn and matplotlib; without them the suite
 exits with status 3 and this test is skipped (failed under ``HUB_REQUIRE_ALL=1``).
@@ -27,14 +28,64 @@ FIELDS: dict[str, type | tuple[type, ...]] = {
     "p99_ms": NUMBER,
     "rss_kb_per_conn": NUMBER,
 }
+HOLD_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "server": str,
+    "clients": int,
+    "connected": int,
+    "alive": int,
+    "disconnects": int,
+    "pings": int,
+    "cpu_percent": NUMBER,
+    "rss_kb_per_conn": NUMBER,
+    "all_alive": bool,
+}
 BOUND = 60.0
 EXIT_MISSING = 3
 
 
 def test_fanout_quick(tmp_path: Path) -> None:
     rows_path, plot_path = tmp_path / "rows.json", tmp_path / "plot.png"
-    command = [sys.executable, "-m", "bench", "fanout", "--quick", "--servers", ",".join(SERVERS)]
-    command += ["--json", str(rows_path), "--plot", str(plot_path)]
+    command = ["fanout", "--quick", "--servers", ",".join(SERVERS)]
+    out = _suite([*command, "--json", str(rows_path), "--plot", str(plot_path)])
+
+    rows = json.loads(rows_path.read_text())
+    assert sorted(row["server"] for row in rows) == sorted(SERVERS)
+    for row in rows:
+        for field, kind in FIELDS.items():
+            assert isinstance(row.get(field), kind), (field, row)
+        assert row["clients"] == 50
+        assert row["deliveries_per_s"] > 0, row
+        assert row["lost"] == 0, row
+    assert plot_path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    for server in SERVERS:
+        assert server in out  # the table
+
+
+def test_hold_quick(tmp_path: Path) -> None:
+    """50 clients for 6 s with pings every second: none lost, every one answering pings."""
+    rows_path = tmp_path / "rows.json"
+    out = _suite(["hold", "--quick", "--json", str(rows_path)])
+
+    rows = json.loads(rows_path.read_text())
+    assert sorted(row["server"] for row in rows) == ["hub", "node-socketio"]
+    for row in rows:
+        assert set(row) == set(HOLD_FIELDS), row
+        for field, kind in HOLD_FIELDS.items():
+            assert isinstance(row[field], kind), (field, row)
+        assert row["all_alive"] is True, row
+        assert row["clients"] == row["connected"] == row["alive"] == 50, row
+        assert row["disconnects"] == 0, row
+        assert row["pings"] >= 50 * 3, row  # ~6 each, one a second
+        assert row["cpu_percent"] >= 0, row
+    assert "all alive" in out  # the table
+
+
+def _suite(arguments: list[str]) -> str:
+    """Run ``python -m bench ARGUMENTS`` within ``BOUND`` seconds; its standard output.
+
+    Skips (fails under ``HUB_REQUIRE_ALL=1``) when what it needs is not installed.
+    """
+    command = [sys.executable, "-m", "bench", *arguments]
     with subprocess.Popen(
         command, cwd=CHECKOUT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as suite:
@@ -50,15 +101,4 @@ def test_fanout_quick(tmp_path: Path) -> None:
             pytest.fail(f"{reason} (required: HUB_REQUIRE_ALL=1)", pytrace=False)
         pytest.skip(reason)
     assert suite.returncode == 0, f"{out}\n{err}"
-
-    rows = json.loads(rows_path.read_text())
-    assert sorted(row["server"] for row in rows) == sorted(SERVERS)
-    for row in rows:
-        for field, kind in FIELDS.items():
-            assert isinstance(row.get(field), kind), (field, row)
-        assert row["clients"] == 50
-        assert row["deliveries_per_s"] > 0, row
-        assert row["lost"] == 0, row
-    assert plot_path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
-    for server in SERVERS:
-        assert server in out  # the table
+    return out

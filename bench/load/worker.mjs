@@ -3,7 +3,9 @@
 // here is a TCP socket read straight into a shared buffer (`onread`, no stream events) whose
 // frames are parsed in place; long-polling clients use node:http. Each client answers pings,
 // connects to "/", and reads from each `tick` only its seq (and, once per broadcast, its emit
-// time). Per broadcast the process keeps when the last of its clients got it.
+// time). Per broadcast the process keeps when the last of its clients got it. It counts the
+// pings answered, and the clients lost once connected (closed, failed, told to go, or, as a real
+// client would judge, silent: no ping for the server's pingInterval + pingTimeout).
 //
 // The suite (bench/load.py) writes one JSON command per line to stdin and reads one JSON event
 // per line from stdout ({ev: "ready"} first):
@@ -11,6 +13,7 @@
 //   {op: "expect", first, count}                          -> {ev: "expecting"}
 //   {op: "burst", first, count, size} (control client)    -> {ev: "sent", t0}, later {ev: "acked", t}
 //   {op: "report"} (or by itself once every tick arrived) -> {ev: "done", deliveries, last, latencies}
+//   {op: "status"}                                        -> {ev: "status", connected, alive, disconnects, pings, error}
 // Times are CLOCK_MONOTONIC milliseconds, the servers' clock (bench/servers/common.py).
 import http from "node:http";
 import net from "node:net";
@@ -61,15 +64,30 @@ function report() {
 // -- clients ----------------------------------------------------------------------------------
 const clients = [];
 let ackId = 0;
+let pings = 0; // answered, over all clients
+let disconnects = 0; // clients lost after they connected
+let lostError = null; // why the first of them was lost
 
 class Client {
   constructor(settle) {
     this.settle = settle; // called once: with nothing when connected, with an error otherwise
+    this.open = false; // connected, and not lost since
+    this.lastPing = 0;
+    this.silence = Infinity; // the server's pingInterval + pingTimeout, ms
   }
+  // Connected (no error), or failed: before connecting that settles, after it counts a loss.
   settled(error) {
     const settle = this.settle;
     this.settle = null;
-    settle?.(error);
+    if (settle) {
+      this.open = !error;
+      this.lastPing = now();
+      settle(error);
+    } else if (error && this.open) {
+      this.open = false;
+      disconnects++;
+      lostError ??= String(error.message ?? error);
+    }
   }
   // One Engine.IO packet, buf[start:end].
   packet(buf, start, end) {
@@ -80,12 +98,31 @@ class Client {
           case 48: return this.settled(); // "40" connected
           case 51: return out({ ev: "acked", t: now() }); // "43" ack
           case 52: return this.settled(new Error(`connect error ${buf.latin1Slice(start, end)}`));
+          case 49: return this.settled(new Error("disconnected by the server")); // "41"
         }
         return;
-      case 50: return this.send("3"); // "2" ping -> pong
-      case 48: return this.send("40"); // "0" open -> connect to "/"
+      case 50: { // "2" ping -> pong, unless the server was silent for longer than it allows
+        const t = now();
+        if (this.quiet(t)) return;
+        pings++;
+        this.lastPing = t;
+        return this.send("3");
+      }
+      case 48: { // "0" open -> connect to "/"
+        const { pingInterval, pingTimeout } = JSON.parse(buf.latin1Slice(start + 1, end));
+        this.silence = pingInterval + pingTimeout;
+        return this.send("40");
+      }
       case 49: return this.settled(new Error("closed by the server")); // "1" close
     }
+  }
+  // As a Socket.IO client closes on "ping timeout": lost when the server has not pinged for
+  // its pingInterval + pingTimeout (checked at each ping, and at each status query).
+  quiet(t) {
+    if (!this.open || t - this.lastPing <= this.silence) return false;
+    this.settled(new Error(`no ping from the server for ${Math.round(t - this.lastPing)} ms`));
+    this.socket?.destroy();
+    return true;
   }
   burst(request) {
     out({ ev: "sent", t0: now() });
@@ -252,6 +289,15 @@ const commands = {
   },
   report() {
     if (!reported) report();
+  },
+  status() {
+    const t = now();
+    let alive = 0;
+    for (const client of clients) {
+      client.quiet(t);
+      if (client.open) alive++;
+    }
+    out({ ev: "status", connected: clients.length, alive, disconnects, pings, error: lostError });
   },
 };
 

@@ -2,7 +2,8 @@
 
 Each server (``hub_server.py``, ``psio_server.py``, ``node_server.mjs``) behaves alike:
 
-- it listens on ``--host``/``--port`` with a backlog of 1024, pings every 25 s (timeout 20 s),
+- it listens on ``--host``/``--port`` with a backlog of 1024, pings every 25 s (timeout 20 s;
+  ``--ping-interval``/``--ping-timeout`` in seconds change that, which only ``hold`` does),
   compresses nothing, and exits when its standard input closes (the suite holds the other end);
 - a socket joins the room ``bench`` when it connects;
 - on the event ``burst`` ``{"count", "size", "first"}`` it emits ``count`` broadcasts of
@@ -55,6 +56,8 @@ def arguments(description: str, *, asgi: bool = False) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--ping-interval", type=float, default=PING_INTERVAL, help="seconds")
+    parser.add_argument("--ping-timeout", type=float, default=PING_TIMEOUT, help="seconds")
     if asgi:
         parser.add_argument("--asgi", action="store_true", help="serve as ASGI under hypercorn")
     args = parser.parse_args()

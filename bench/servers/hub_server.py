@@ -13,8 +13,8 @@ import hub
 from bench.servers.common import BACKLOG, PING_INTERVAL, PING_TIMEOUT, ROOM, Burst, arguments, ticks
 
 
-def build() -> hub.Server:
-    server = hub.Server(ping_interval=PING_INTERVAL, ping_timeout=PING_TIMEOUT)
+def build(ping_interval: float = PING_INTERVAL, ping_timeout: float = PING_TIMEOUT) -> hub.Server:
+    server = hub.Server(ping_interval=ping_interval, ping_timeout=ping_timeout)
 
     @server.on("connect")
     def connect(socket: hub.Socket, auth: dict[str, Any]) -> None:
@@ -33,7 +33,7 @@ def build() -> hub.Server:
 
 async def main() -> None:
     args = arguments("hub, as the benchmark serves it", asgi=True)
-    server = build()
+    server = build(args.ping_interval, args.ping_timeout)
     if not args.asgi:
         await server.serve(args.host, args.port)  # listens with a backlog of 1024 too
         return

@@ -4,7 +4,12 @@ import { parseArgs } from "node:util";
 import { Server } from "socket.io";
 
 const { values } = parseArgs({
-  options: { host: { type: "string", default: "127.0.0.1" }, port: { type: "string" } },
+  options: {
+    host: { type: "string", default: "127.0.0.1" },
+    port: { type: "string" },
+    "ping-interval": { type: "string", default: "25" }, // seconds
+    "ping-timeout": { type: "string", default: "20" },
+  },
 });
 const ROOM = "bench";
 const PAYLOAD_OVERHEAD = 36;
@@ -12,8 +17,8 @@ const nowMs = () => Math.round(Number(process.hrtime.bigint()) / 1e3) / 1e3; // 
 
 const httpServer = createServer();
 const io = new Server(httpServer, {
-  pingInterval: 25000,
-  pingTimeout: 20000,
+  pingInterval: Math.round(Number(values["ping-interval"]) * 1000),
+  pingTimeout: Math.round(Number(values["ping-timeout"]) * 1000),
   perMessageDeflate: false,
   httpCompression: false,
 });

@@ -12,11 +12,13 @@ import uvicorn
 from bench.servers.common import BACKLOG, PING_INTERVAL, PING_TIMEOUT, ROOM, Burst, arguments, ticks
 
 
-def build() -> socketio.AsyncServer:
+def build(
+    ping_interval: float = PING_INTERVAL, ping_timeout: float = PING_TIMEOUT
+) -> socketio.AsyncServer:
     sio = socketio.AsyncServer(
         async_mode="asgi",
-        ping_interval=PING_INTERVAL,
-        ping_timeout=PING_TIMEOUT,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
         http_compression=False,
     )
 
@@ -37,7 +39,7 @@ def build() -> socketio.AsyncServer:
 def main() -> None:
     args = arguments("python-socketio, as the benchmark serves it")
     config = uvicorn.Config(
-        socketio.ASGIApp(build()),
+        socketio.ASGIApp(build(args.ping_interval, args.ping_timeout)),
         host=args.host,
         port=args.port,
         loop="uvloop",
