@@ -25,6 +25,7 @@ from hub.engineio.packets import Packet, PacketType, decode_packet, decode_paylo
 from hub.engineio.session import Incoming, Session, SessionOptions, State, Transport
 from hub.errors import EngineErrorCode, EngineIOError
 from hub.transport.http import Request, Response, WebSocket, WebSocketClosed
+from hub.transport.timers import Timers
 
 __all__ = ["Cors", "EngineHandler", "EngineOptions", "EngineServer", "EngineSocket"]
 
@@ -129,7 +130,7 @@ class EngineSocket:
         self._probe_ws: WebSocket | None = None
         self._changed = trio.Event()
         self._ended = trio.Event()
-        self._timer: trio.CancelScope | None = None
+        self.timer_deadline = float("inf")  # kept by the endpoint's Timers
         self._alarm = float("inf")
         self._alarm_callback: Callable[[], None] | None = None
         self._closing: str | None = None  # closed by the server; the last GET is on its way
@@ -238,8 +239,8 @@ class EngineSocket:
         self._changed = trio.Event()
 
     def _rearm(self) -> None:
-        if self._timer is not None:
-            self._timer.deadline = self._next_deadline()
+        if not self.session.closed:
+            self._server._timers.schedule(self, self._next_deadline())
 
     def _end(self, reason: str) -> None:
         """The session is over (if it was not already); wake everything that waits on it."""
@@ -247,8 +248,7 @@ class EngineSocket:
         self.write_frame = self.write_volatile = None
         if not self._ended.is_set():
             self._ended.set()
-            if self._timer is not None:
-                self._timer.cancel()  # the session's task stops keeping time
+            self._server._timers.schedule(self, float("inf"))
             self._wake()
             for ws in (self._ws, self._probe_ws):
                 if ws is not None:
@@ -263,10 +263,8 @@ class EngineSocket:
                 self.nursery = nursery
                 task_status.started()
                 handler.on_open(self)
-                # The session's own task keeps its time (no task of its own for that: a
-                # connection costs memory per task).
-                await self._heartbeat()
-                self._end(self.session.close_reason or "transport close")
+                self._rearm()  # the endpoint's Timers keep its deadlines from now on
+                await self._ended.wait()
                 with trio.CancelScope(shield=True), trio.move_on_after(10):
                     await handler.on_close(self, self.session.close_reason or "transport close")
                 nursery.cancel_scope.cancel()
@@ -280,7 +278,7 @@ class EngineSocket:
     def call_at(self, deadline: float, callback: Callable[[], None]) -> None:
         """Call ``callback`` at ``deadline`` (trio time) unless the session ended first.
 
-        One alarm per session, kept by the session's own task: a later call replaces it.
+        One alarm per session, kept with its other deadlines: a later call replaces it.
         """
         self._alarm = deadline
         self._alarm_callback = callback
@@ -289,32 +287,34 @@ class EngineSocket:
     def _next_deadline(self) -> float:
         return min(self.session.next_deadline(), self._alarm)
 
-    async def _heartbeat(self) -> None:
-        """Keep the session's deadlines until it ends: pings, pong timeout, probe, alarm."""
+    def on_timer(self, now: float) -> None:
+        """A deadline passed (called by the endpoint's :class:`Timers`): pings, pong timeout,
+        an abandoned probe, the alarm."""
         session = self.session
-        while not session.closed:
-            with trio.CancelScope(deadline=self._next_deadline()) as scope:
-                self._timer = scope
-                await trio.sleep_forever()
-            self._timer = None
+        if session.closed:
+            return
+        if now >= self._alarm:
+            callback, self._alarm_callback = self._alarm_callback, None
+            self._alarm = float("inf")
+            if callback is not None:
+                callback()
             if session.closed:
                 return
-            if trio.current_time() >= self._alarm:
-                callback, self._alarm_callback = self._alarm_callback, None
-                self._alarm = float("inf")
-                if callback is not None:
-                    callback()
-            was_upgrading = session.state is State.UPGRADING
-            for packet in session.on_deadline(trio.current_time()):
-                if packet.type is PacketType.PING and self._closing is None:
-                    self.send_nowait(_PING, urgent=True)
-            if session.closed:
-                log.info("session %s: %s", self.sid, session.close_reason)
-                self._end(session.close_reason or "ping timeout")
-                return
-            if was_upgrading and session.state is State.OPEN and self._probe_ws is not None:
-                self._probe_ws.close_nowait(1000)
-                self._probe_ws = None
+        was_upgrading = session.state is State.UPGRADING
+        for packet in session.on_deadline(now):
+            if packet.type is PacketType.PING and self._closing is None:
+                self.send_nowait(_PING, urgent=True)
+        if session.closed:
+            log.info("session %s: %s", self.sid, session.close_reason)
+            self._end(session.close_reason or "ping timeout")
+            return
+        if was_upgrading and session.state is State.OPEN and self._probe_ws is not None:
+            self._probe_ws.close_nowait(1000)
+            self._probe_ws = None
+        self._rearm()
+
+    def on_timer_error(self) -> None:
+        self._end("server error")
 
     def _receive(self, packet: Packet, *, via: Transport) -> Incoming:
         """Feed one packet to the session and act on it. Raises EngineIOError."""
@@ -347,6 +347,7 @@ class EngineServer:
         self.options = options
         self.sockets: dict[str, EngineSocket] = {}
         self._nursery: trio.Nursery | None = None
+        self._timers = Timers()
         # Sessions that the client closed over polling while no GET was waiting, with the time
         # until which the GET it has in flight is answered "6" (noop) rather than refused.
         self._closed_by_client: dict[str, float] = {}
@@ -354,6 +355,7 @@ class EngineServer:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the sessions until cancelled; closing ends every session."""
         async with trio.open_nursery() as nursery:
+            await nursery.start(self._timers.run)
             self._nursery = nursery
             task_status.started()
             await trio.sleep_forever()
