@@ -2,7 +2,7 @@
 
 Each test starts a :class:`~hub.app.hub.Hub` on a loopback port (a SQLite access store, the
 internal API on the public port unless said otherwise) and drives
-``tests/interop/hub_client.mjs``: what the stock client observed (connects, refusals and their
+``tests/interop/node_client.mjs``: what the stock client observed (connects, refusals and their
 ``data``, events, acks, disconnect reasons, reconnections) is what is asserted. Backends reach
 the sockets through the internal HTTP API (:class:`hub.emitter.Emitter` or raw httpx) or the
 Hub's in-process functions.
@@ -38,8 +38,6 @@ from hub.app.config import Config, ConfigError, Environment
 from hub.app.hub import Hub, HubAddresses
 from hub.app.store import SQLiteStore
 from hub.emitter import Emit, EmitError, Emitter
-
-HUB_CLIENT = Path(__file__).resolve().parent / "interop" / "hub_client.mjs"
 
 SECRET = "test-secret-of-the-hub-client-tests"  # 32 bytes or more: no pyjwt warning
 EMIT_TOKEN = "emit-token"
@@ -123,8 +121,7 @@ AUTH_HEADERS = {"Authorization": f"Bearer {EMIT_TOKEN}"}
 async def hub_client(
     nursery: trio.Nursery, url: str, *, name: str, **options: Any
 ) -> AsyncIterator[ClientProcess]:
-    command = [node_command()[0], str(HUB_CLIENT)]
-    async with open_client(nursery, command, {"url": url, **options}, name=name) as client:
+    async with open_client(nursery, node_command(), {"url": url, **options}, name=name) as client:
         yield client
 
 

@@ -7,10 +7,15 @@
 // and exits when stdin closes. Bytes travel as {"$bytes": "<hex>", "$type": "<JS class>"} in
 // both directions, so the test can check them byte for byte.
 //
-// Options: url (with the namespace), transports, auth, reconnection settings (passed to io()),
+// Options: url (with the namespace), transports, auth, query, extraHeaders, reconnection
+//   settings (passed to io()),
 //   reply: {event: "echo" | "ignore"} -- how to answer a server event that asks for an ack
-//   (default: echo the arguments back).
-// Commands: {"op": "emit", "event", "args", "ack": bool, "tag"} -- emit; with ack, the ack
+//   (default: echo the arguments back),
+//   askAuth: true -- `auth` is a callback: each time the client needs it (every connection
+//   attempt, reconnections included) it prints {"ev": "auth_request", "n"} and waits for
+//   {"op": "auth", "token"} on stdin, then sends {token}.
+// Commands: {"op": "auth", "token"} -- answers the oldest pending auth_request;
+//   {"op": "emit", "event", "args", "ack": bool, "tag"} -- emit; with ack, the ack
 //   arrives as {"ev": "ack", "tag", "args"};
 //   {"op": "emitWithAck", "event", "args", "tag", "timeout"} -- the promise API;
 //   {"op": "state"} -- prints the socket's state; {"op": "close"} -- disconnects.
@@ -34,6 +39,7 @@ function enc(value) {
     return { $bytes: Buffer.from(value).toString("hex"), $type: "ArrayBuffer" };
   }
   if (ArrayBuffer.isView(value)) return { $bytes: hex(value), $type: value.constructor.name };
+  if (value instanceof Error) return { $error: value.message };
   if (typeof value === "function") return { $function: true };
   if (value === undefined) return { $undefined: true };
   if (Array.isArray(value)) return value.map(enc);
@@ -56,7 +62,16 @@ function dec(value) {
   return value;
 }
 
-const { url, reply = {}, ...ioOptions } = options;
+const { url, reply = {}, askAuth = false, ...ioOptions } = options;
+const pendingAuth = [];
+let authRequests = 0;
+if (askAuth) {
+  ioOptions.auth = (callback) => {
+    authRequests += 1;
+    pendingAuth.push(callback);
+    print({ ev: "auth_request", n: authRequests });
+  };
+}
 const socket = io(url, { forceNew: true, ...ioOptions });
 
 function engineTransport() {
@@ -76,8 +91,23 @@ socket.io.on("open", () => {
 socket.on("connect", () => {
   print({ ev: "connect", id: socket.id, transport: engineTransport() });
 });
+// A transport error's description: the HTTP status (polling) or the ws library's error.
+function describe(description) {
+  if (description === undefined || description === null) return null;
+  if (typeof description === "number" || typeof description === "string") return description;
+  if (description.message) return String(description.message);
+  if (description.error && description.error.message) return String(description.error.message);
+  return String(description);
+}
+
 socket.on("connect_error", (err) => {
-  print({ ev: "connect_error", message: err.message, data: enc(err.data), active: socket.active });
+  print({
+    ev: "connect_error",
+    message: err.message,
+    data: enc(err.data),
+    description: describe(err.description),
+    active: socket.active,
+  });
 });
 socket.on("disconnect", (reason, details) => {
   print({
@@ -87,19 +117,26 @@ socket.on("disconnect", (reason, details) => {
     description: details && details.description ? String(details.description) : null,
   });
 });
+socket.io.on("error", (err) => print({ ev: "manager_error", message: String(err && err.message) }));
 socket.io.on("reconnect_attempt", (attempt) => print({ ev: "reconnect_attempt", attempt }));
 socket.io.on("reconnect", (attempt) => print({ ev: "reconnect", attempt }));
 
 socket.onAny((event, ...args) => {
   const last = args.length > 0 ? args[args.length - 1] : undefined;
   const ack = typeof last === "function" ? args.pop() : null;
-  print({ ev: "event", name: event, args: enc(args), ack: ack !== null });
+  print({ ev: "event", name: event, args: enc(args), ack: ack !== null, at: Date.now() });
   if (ack !== null && reply[event] !== "ignore") ack(...args);
 });
 
 function run(command) {
   const args = dec(command.args || []);
   switch (command.op) {
+    case "auth": {
+      const callback = pendingAuth.shift();
+      if (callback === undefined) print({ ev: "bad_command", command });
+      else callback({ token: command.token });
+      break;
+    }
     case "emit":
       if (command.ack) {
         socket.emit(command.event, ...args, (...ackArgs) => {
