@@ -227,8 +227,11 @@ class _HttpConnection:
         return False
 
     async def _answer(self, request: Request) -> Response:
-        """Run the handler while watching the peer: a hang-up sets ``request.disconnected``."""
-        response: Response | None = None
+        """Run the handler; while a GET (a long-poll may wait) is answered, watch the peer: a
+        hang-up sets ``request.disconnected``. Other methods are answered at once, unwatched:
+        a task per request is the largest cost of a polling POST."""
+        if request.method != "GET":
+            return await self.app.handle_http(request)
 
         async def watch() -> None:
             try:
