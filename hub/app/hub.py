@@ -56,6 +56,11 @@ class RoomError(Exception):
         self.message = message
 
 
+def _wire(payload: Any) -> Any:
+    """A payload object of the catalogue as its wire dict; a dict as it is (validated later)."""
+    return payload if isinstance(payload, dict) else to_wire(payload)
+
+
 def _ok() -> dict[str, Any]:
     return {"ok": True}
 
@@ -322,23 +327,19 @@ class Hub:
 
     def emit_segmentation_update(self, user_id: str, update: Any) -> int:
         """Send a ``segmentation-update`` to one user (``update``: a SegmentationUpdate or dict)."""
-        data = to_wire(update) if not isinstance(update, dict) else update
-        return self.emit("segmentation-update", data, to=[user_room(user_id)])
+        return self.emit("segmentation-update", _wire(update), to=[user_room(user_id)])
 
     def emit_queue_stats_update(self, project_id: str, stats: Any) -> int:
         """Send a ``queue-stats-update`` to everyone on a project."""
-        data = to_wire(stats) if not isinstance(stats, dict) else stats
-        return self.emit("queue-stats-update", data, to=[project_room(project_id)])
+        return self.emit("queue-stats-update", _wire(stats), to=[project_room(project_id)])
 
     def emit_parallel_processing_status(self, status: Any) -> int:
         """Send the ``parallel-processing-status`` to every connected socket."""
-        data = to_wire(status) if not isinstance(status, dict) else status
-        return self.broadcast("parallel-processing-status", data)
+        return self.broadcast("parallel-processing-status", _wire(status))
 
     def broadcast_thumbnail_update(self, project_id: str, update: Any) -> int:
         """Send a ``thumbnail-update`` to everyone on a project."""
-        data = to_wire(update) if not isinstance(update, dict) else update
-        return self.emit("thumbnail-update", data, to=[project_room(project_id)])
+        return self.emit("thumbnail-update", _wire(update), to=[project_room(project_id)])
 
     # -- acting on users -------------------------------------------------------------------
 
