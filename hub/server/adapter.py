@@ -1,27 +1,81 @@
-"""Rooms of one namespace, on this node.
+"""Rooms of one namespace, on this node, and the delivery of broadcasts to them.
 
-The adapter is the seam where a cluster adapter (Redis) plugs in later: it knows which sockets
-are in which room and delivers an encoded broadcast to them.
+The adapter is the seam where a cluster adapter (Redis) plugs in: it knows which sockets are in
+which room and delivers an encoded broadcast to them.
+
+Delivery (DESIGN.md, point 4): a broadcast reaching at most ``slice_size`` sockets is written
+inline, at once, with no task. A larger one is put on the namespace's ordered backlog and a
+delivery task (in the server's nursery) writes it ``slice_size`` sockets at a time, yielding to
+the scheduler between slices so heartbeats, reads and other work keep moving. The emitter never
+waits. While the backlog is not empty every later broadcast and every direct emit of this
+namespace joins it too, so each socket still receives the namespace's packets in the order they
+were emitted (as with Node's socket.io, whose fan-out is one synchronous loop).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
+
+import trio
 
 from hub.engineio.outgoing import Outgoing
 
 if TYPE_CHECKING:
     from hub.server.socket import Socket
 
-__all__ = ["LocalAdapter"]
+__all__ = ["DEFAULT_SLICE", "LocalAdapter"]
+
+DEFAULT_SLICE = 512
+"""Sockets written per slice of a large broadcast: ~3 ms of writes between two yields."""
+
+
+class _Delivery:
+    """One queued broadcast (or direct send): who gets it, what, and how far it has got."""
+
+    __slots__ = ("direct", "messages", "position", "targets", "volatile")
+
+    def __init__(
+        self,
+        targets: list[Socket],
+        messages: list[Outgoing],
+        *,
+        volatile: bool = False,
+        direct: bool = False,
+    ) -> None:
+        self.targets = targets
+        self.messages = messages
+        self.volatile = volatile
+        self.direct = direct  # one socket's own packet: written even while it disconnects
+        self.position = 0
+
+
+def _write(socket: Socket, messages: list[Outgoing]) -> None:
+    write = socket.client.engine.write_frame
+    if write is not None and len(messages) == 1:
+        write(messages[0].frame)
+    else:
+        socket._write_encoded(messages)
 
 
 class LocalAdapter:
-    """Room membership kept in memory: room name -> sockets."""
+    """Room membership kept in memory (room name -> sockets), and the namespace's backlog.
 
-    def __init__(self) -> None:
+    Attributes:
+        slice_size: the most sockets written between two yields to the scheduler.
+        nursery: where the delivery task runs (the server sets it while it runs); without one
+            every broadcast is written inline.
+    """
+
+    def __init__(self, *, slice_size: int = DEFAULT_SLICE) -> None:
+        if slice_size < 1:
+            raise ValueError(f"slice_size must be at least 1, not {slice_size}")
         self.rooms: dict[str, dict[str, Socket]] = {}
+        self.slice_size = slice_size
+        self.nursery: trio.Nursery | None = None
+        self.backlog: deque[_Delivery] = deque()
+        self._draining = False
 
     def add(self, socket: Socket, room: str) -> None:
         self.rooms.setdefault(room, {})[socket.id] = socket
@@ -74,16 +128,29 @@ class LocalAdapter:
         *,
         volatile: bool = False,
     ) -> int:
-        """Write an encoded broadcast to every target; returns how many sockets it reached.
+        """Write an encoded broadcast to every target, or queue it (see the module's doc).
 
-        The hot loop of a fan-out: per member, one attribute chain and one ``send()`` of frame
-        bytes shared by all (no encoding, no task, no log line per recipient).
+        Returns:
+            How many sockets it reached: those written to, plus those a queued broadcast is
+            addressed to (a volatile broadcast written inline counts only those it was
+            written to).
         """
         if len(rooms) == 1 and not except_rooms and not exclude:
             (room,) = rooms
-            targets: Iterable[Socket] = list(self.rooms.get(room, {}).values())
+            members = self.rooms.get(room)
+            targets: list[Socket] = list(members.values()) if members else []
         else:
-            targets = self.targets(rooms, except_rooms, exclude, everyone)
+            targets = list(self.targets(rooms, except_rooms, exclude, everyone))
+        queued = (self.backlog or len(targets) > self.slice_size) and self._enqueue(
+            _Delivery(targets, messages, volatile=volatile)
+        )
+        if queued:
+            return sum(1 for socket in targets if socket.connected)
+        return self._write_all(targets, messages, volatile)
+
+    def _write_all(self, targets: list[Socket], messages: list[Outgoing], volatile: bool) -> int:
+        """The hot loop of a fan-out: per member, one attribute chain and one ``send()`` of
+        frame bytes shared by all (no encoding, no task, no log line per recipient)."""
         count = 0
         if volatile:
             for socket in targets:
@@ -98,11 +165,57 @@ class LocalAdapter:
                     if write is not None:
                         write(frame)
                     else:
-                        socket._send_encoded(messages)
+                        socket._write_encoded(messages)
                     count += 1
             return count
         for socket in targets:
             if socket.connected:
-                socket._send_encoded(messages)
+                socket._write_encoded(messages)
                 count += 1
         return count
+
+    def send_direct(self, socket: Socket, messages: list[Outgoing]) -> bool:
+        """Queue one socket's own packet behind the backlog, if there is one (so it cannot
+        overtake a broadcast emitted before it). Returns False when it may be written now."""
+        if not self.backlog:
+            return False
+        return self._enqueue(_Delivery([socket], messages, direct=True))
+
+    def _enqueue(self, delivery: _Delivery) -> bool:
+        nursery = self.nursery
+        if not self._draining:
+            if nursery is None:
+                return False  # not running under a server: written inline
+            try:
+                nursery.start_soon(self._drain)
+            except RuntimeError:
+                return False  # the server is shutting down
+            self._draining = True
+        self.backlog.append(delivery)
+        return True
+
+    async def _drain(self) -> None:
+        """Write the backlog in order, ``slice_size`` sockets between two yields."""
+        try:
+            budget = self.slice_size
+            backlog = self.backlog
+            while backlog:
+                delivery = backlog[0]
+                start = delivery.position
+                end = min(start + budget, len(delivery.targets))
+                chunk = delivery.targets[start:end]
+                if delivery.direct:
+                    socket = chunk[0]
+                    if not socket.client.engine.closed:
+                        _write(socket, delivery.messages)
+                else:
+                    self._write_all(chunk, delivery.messages, delivery.volatile)
+                delivery.position = end
+                budget -= len(chunk)
+                if end == len(delivery.targets):
+                    backlog.popleft()
+                if budget <= 0:
+                    budget = self.slice_size
+                    await trio.lowlevel.checkpoint()
+        finally:
+            self._draining = False

@@ -32,6 +32,7 @@ import attrs
 import trio
 
 from hub.engineio.session import SessionOptions
+from hub.server.adapter import DEFAULT_SLICE
 from hub.server.broadcast import BroadcastOperator
 from hub.server.client import Client
 from hub.server.namespace import Handler, Middleware, Namespace
@@ -73,6 +74,9 @@ class ServerOptions:
     # default in the library (frozen objects are never collected: a test process starting many
     # servers would keep them all); the hub turns it on.
     freeze_gc: bool = False
+    # A broadcast to more sockets than this is written in slices of this many, yielding to the
+    # scheduler in between (hub.server.adapter).
+    broadcast_slice: int = attrs.field(default=DEFAULT_SLICE, validator=attrs.validators.ge(1))
 
     def engine_options(self) -> EngineOptions:
         return EngineOptions(
@@ -110,7 +114,8 @@ class Server:
     def __init__(self, options: ServerOptions | None = None, **kwargs: Any) -> None:
         self.options = options or ServerOptions(**kwargs)
         self.engine = EngineServer(self, self.options.engine_options())
-        self.namespaces: dict[str, Namespace] = {"/": Namespace("/")}
+        self._nursery: trio.Nursery | None = None
+        self.namespaces: dict[str, Namespace] = {"/": self._adopt(Namespace("/"))}
         self._patterns: list[tuple[NamespaceMatcher, Namespace]] = []
         self._routes: list[tuple[str, App]] = []
 
@@ -127,7 +132,7 @@ class Server:
             if not name.startswith("/"):
                 raise ValueError(f"a namespace starts with '/': {name!r}")
             if name not in self.namespaces:
-                self.namespaces[name] = Namespace(name)
+                self.namespaces[name] = self._adopt(Namespace(name))
             return self.namespaces[name]
         template = Namespace(getattr(name, "pattern", "<dynamic>"))
         self._patterns.append((name, template))
@@ -144,7 +149,7 @@ class Server:
                 else bool(matcher(name))  # type: ignore[operator]
             )
             if matched:
-                namespace = Namespace(name, template=template)
+                namespace = self._adopt(Namespace(name, template=template))
                 self.namespaces[name] = namespace
                 return namespace
         return None
@@ -243,7 +248,22 @@ class Server:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the server's sessions (without a listener: for ASGI or a custom listener)."""
-        await self.engine.run(task_status=task_status)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.engine.run)
+            self._start_deliveries(nursery)
+            task_status.started()
+
+    def _start_deliveries(self, nursery: trio.Nursery) -> None:
+        """Large broadcasts are written by delivery tasks in this nursery (see
+        :mod:`hub.server.adapter`)."""
+        self._nursery = nursery
+        for namespace in self.namespaces.values():
+            namespace.adapter.nursery = nursery
+
+    def _adopt(self, namespace: Namespace) -> Namespace:
+        namespace.adapter.nursery = self._nursery
+        namespace.adapter.slice_size = self.options.broadcast_slice
+        return namespace
 
     async def serve(
         self,
@@ -258,6 +278,7 @@ class Server:
         """
         async with trio.open_nursery() as nursery:
             await nursery.start(self.engine.run)
+            self._start_deliveries(nursery)
             bound = await nursery.start(
                 functools.partial(serve, limits=self.options.limits()), self.app, host, port
             )

@@ -119,6 +119,11 @@ class Socket:
             # The connect handler emits before CONNECT is sent; keep them until it is.
             self._pre_connect.append(messages)
             return
+        if self.namespace.adapter.send_direct(self, messages):
+            return  # behind a large broadcast still being written: keeps the order
+        self._write_encoded(messages)
+
+    def _write_encoded(self, messages: list[Outgoing]) -> None:
         engine = self.client.engine
         write = engine.write_frame
         if write is not None:
@@ -145,6 +150,8 @@ class Socket:
         Returns:
             Whether it was sent.
         """
+        if self.namespace.adapter.backlog:
+            return False  # it would wait behind a large broadcast: dropped, as volatile is
         return self._send_volatile(
             encode_outgoing(Event(event, args, namespace=self.namespace.name))
         )

@@ -1,0 +1,144 @@
+"""Large rooms are written in slices that yield to the scheduler, and every socket still gets the
+namespace's packets in the order they were emitted."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from typing import Any
+
+import trio
+import trio.lowlevel
+import trio_websocket
+
+import hub
+
+CLIENTS = 120
+SLICE = 16
+
+
+class _Client:
+    def __init__(self, ws: trio_websocket.WebSocketConnection, sid: str) -> None:
+        self.ws = ws
+        self.sid = sid
+        self.events: list[list[Any]] = []
+        self.got = trio.Event()
+        self.expected = 0
+
+    async def read(self) -> None:
+        while True:
+            try:
+                message = str(await self.ws.get_message())
+            except trio_websocket.ConnectionClosed:
+                return
+            if message == "2":
+                await self.ws.send_message("3")
+            elif message.startswith("42"):
+                self.events.append(json.loads(message[2:]))
+                if len(self.events) >= self.expected:
+                    self.got.set()
+
+
+async def _connect(nursery: trio.Nursery, port: int) -> _Client:
+    ws = await trio_websocket.connect_websocket(
+        nursery, "127.0.0.1", port, "/socket.io/?EIO=4&transport=websocket", use_ssl=False
+    )
+    assert str(await ws.get_message()).startswith("0{")
+    await ws.send_message("40")
+    connected = str(await ws.get_message())
+    assert connected.startswith("40{")
+    return _Client(ws, json.loads(connected[2:])["sid"])
+
+
+async def _room(nursery: trio.Nursery, **options: Any) -> tuple[hub.Server, list[_Client]]:
+    server = hub.Server(ping_interval=30, ping_timeout=30, **options)
+
+    @server.on("connect")
+    def connect(socket: hub.Socket, auth: dict[str, Any]) -> None:
+        socket.join("all")
+
+    _, port = await nursery.start(server.serve, "127.0.0.1", 0)
+    clients = [await _connect(nursery, port) for _ in range(CLIENTS)]
+    for client in clients:
+        nursery.start_soon(client.read)
+    for number, client in enumerate(clients):
+        server.main.sockets[client.sid].join(f"pair:{number // 2}")
+    return server, clients
+
+
+async def _receive_all(clients: list[_Client], expected: int) -> None:
+    with trio.fail_after(20):
+        for client in clients:
+            client.expected = expected
+            if len(client.events) >= expected:
+                continue
+            await client.got.wait()
+
+
+async def test_sliced_broadcasts_keep_each_sockets_order(nursery: trio.Nursery) -> None:
+    server, clients = await _room(nursery, broadcast_slice=SLICE)
+    sockets = [server.main.sockets[client.sid] for client in clients]
+    # All in one scheduler step: a large broadcast, small ones and direct emits behind it, and
+    # a second large one. Each client must see them in exactly this order.
+    assert server.to("all").emit("big", 1) == CLIENTS
+    for pair in range(CLIENTS // 2):
+        assert server.to(f"pair:{pair}").emit("small", pair) == 2
+    for number, socket in enumerate(sockets):
+        socket.emit("direct", number)
+    assert server.to("all").except_("pair:0").emit("big", 2) == CLIENTS - 2
+    await _receive_all(clients[:2], 3)
+    await _receive_all(clients[2:], 4)
+    for number, client in enumerate(clients):
+        want = [["big", 1], ["small", number // 2], ["direct", number]]
+        if number >= 2:
+            want.append(["big", 2])
+        assert client.events == want, number
+
+
+async def test_a_large_broadcast_yields_between_slices(nursery: trio.Nursery) -> None:
+    server, clients = await _room(nursery, broadcast_slice=SLICE)
+    steps: list[str] = []
+
+    class Steps(trio.abc.Instrument):
+        def after_task_step(self, task: trio.lowlevel.Task) -> None:
+            steps.append("drain" if task.name.endswith("_drain") else "other")
+
+    async def ticker() -> None:
+        while True:
+            await trio.lowlevel.checkpoint()
+
+    nursery.start_soon(ticker)
+    await trio.sleep(0.05)
+    instrument = Steps()
+    trio.lowlevel.add_instrument(instrument)
+    try:
+        server.to("all").emit("big", 1)
+        await _receive_all(clients, 1)
+    finally:
+        trio.lowlevel.remove_instrument(instrument)
+    # The delivery task ran in one step per slice, and other tasks ran between its steps.
+    drain_steps = [i for i, name in enumerate(steps) if name == "drain"]
+    assert len(drain_steps) == math.ceil(CLIENTS / SLICE)
+    assert all(b - a > 1 for a, b in itertools.pairwise(drain_steps))
+    assert all(client.events == [["big", 1]] for client in clients)
+
+
+async def test_a_room_within_one_slice_is_written_inline(nursery: trio.Nursery) -> None:
+    server, clients = await _room(nursery, broadcast_slice=CLIENTS)
+    server.to("all").emit("big", 1)
+    assert not server.main.adapter.backlog  # written before emit returned
+    server, clients = await _room(nursery, broadcast_slice=CLIENTS - 1)
+    server.to("all").emit("big", 1)
+    assert server.main.adapter.backlog  # one socket more than a slice: queued
+    await _receive_all(clients, 1)
+
+
+async def test_sockets_that_leave_mid_delivery_do_not_stop_it(nursery: trio.Nursery) -> None:
+    server, clients = await _room(nursery, broadcast_slice=SLICE)
+    server.to("all").emit("big", 1)
+    server.main.sockets[clients[-1].sid].disconnect(close=True)
+    await _receive_all(clients[:-1], 1)
+    server.to("all").emit("big", 2)
+    await _receive_all(clients[:-1], 2)
+    assert all(client.events == [["big", 1], ["big", 2]] for client in clients[:-1])
