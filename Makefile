@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 3000
 
-.PHONY: install run test check format lint typecheck conformance clean
+.PHONY: install run test check format lint typecheck conformance clean fuzz
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -42,3 +42,12 @@ conformance: install
 
 clean:
 	rm -rf $(VENV) node_modules
+
+# The long fuzzing run (RELIABILITY.md, "Fuzzing"): over a million inputs across every decoder
+# (python -m fuzz, from tests/), then the fuzz tests under the long hypothesis profile.
+# FUZZ_SCALE multiplies the inputs; FUZZ_SEED draws others.
+FUZZ_SCALE ?= 1
+FUZZ_SEED ?= hub
+fuzz: install
+	cd tests && nice -n 10 ../$(BIN)/python -m fuzz --scale $(FUZZ_SCALE) --seed $(FUZZ_SEED)
+	HUB_FUZZ_PROFILE=long nice -n 10 $(BIN)/pytest -q --hypothesis-show-statistics tests/test_fuzz_*.py

@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 import trio
 
-from bench import measure, report
+from bench import emit_api, measure, report
 from bench.measure import Progress, Settings
 from bench.procs import BenchError, plan_cores, raise_file_limit
 from bench.report import Column
@@ -32,6 +32,7 @@ __all__ = ["main"]
 EXIT_FAILED, EXIT_MISSING, EXIT_INTERRUPTED = 1, 3, 130
 QUICK_CLIENTS = (50,)
 HOLD_PING, QUICK_HOLD_PING = 2.0, 1.0  # seconds, interval and timeout alike
+AUTHS = ("jwt", "none")
 
 Measure = Callable[[Target, int, Settings, Progress, str], Awaitable[Any]]
 
@@ -52,11 +53,27 @@ _FANOUT_PANELS = (_FANOUT_COLUMNS[2], attrs.evolve(_FANOUT_COLUMNS[5], log=True)
 _CONNECT_COLUMNS = (
     Column("server", "server", "{}"),
     Column("clients", "N", "{:,}"),
+    Column("auth", "auth", "{}"),
     Column("connections_per_s", "connections/s", "{:,.0f}"),
     Column("cpu_us_per_connection", "CPU µs/connection"),
     Column("rss_kb_per_conn", "RSS KiB/conn"),
     Column("load_cpu_us_per_connection", "load CPU µs/connection"),
     Column("failed", "failed", "{:,}"),
+)
+
+_EMIT_COLUMNS = (
+    Column("server", "server", "{}"),
+    Column("clients", "N", "{:,}"),
+    Column("batch", "emits/request", "{:,}"),
+    Column("emits_per_s", "emits/s", "{:,.0f}"),
+    Column("deliveries_per_s", "deliveries/s", "{:,.0f}"),
+    Column("cpu_us_per_emit", "CPU µs/emit", "{:,.1f}"),
+    Column("cpu_us_per_delivery", "CPU µs/delivery", "{:.2f}"),
+    Column("p50_ms", "p50 ms"),
+    Column("p99_ms", "p99 ms"),
+    Column("load_cpu_us_per_delivery", "load CPU µs/delivery", "{:.2f}"),
+    Column("lost", "lost", "{:,}"),
+    Column("failed_posts", "failed requests", "{:,}"),
 )
 
 _HOLD_COLUMNS = (
@@ -86,6 +103,8 @@ class Command:
     quick: str = "50 clients, a few broadcasts"
     bursts: bool = True  # takes --size and --repeat
     pings: bool = False  # takes --ping-interval and --ping-timeout
+    auth: bool = False  # takes --auth
+    posts: bool = False  # takes --batch and --concurrency (and --size)
 
     @property
     def title(self) -> str:
@@ -115,12 +134,27 @@ COMMANDS = {
         ),
         Command(
             "connect",
-            "connections per second, and memory per idle connection",
+            "connections per second with the JWT check at connect, and memory per idle connection",
             measure.connect,
             "websocket",
             (1000, 5000),
             _CONNECT_COLUMNS,
-            (_CONNECT_COLUMNS[2], _CONNECT_COLUMNS[4]),
+            (_CONNECT_COLUMNS[3], _CONNECT_COLUMNS[5]),
+            quick="50 clients",
+            bursts=False,
+            auth=True,
+        ),
+        Command(
+            "emit-api",
+            "emits per second through the HTTP emit endpoint to a room of N WebSocket clients",
+            emit_api.emit_api,
+            "websocket",
+            (1000,),
+            _EMIT_COLUMNS,
+            (_EMIT_COLUMNS[4], attrs.evolve(_EMIT_COLUMNS[8], log=True)),
+            quick="50 clients, about 20 emits a batch size",
+            bursts=False,
+            posts=True,
         ),
         Command(
             "hold",
@@ -146,6 +180,13 @@ def _names(text: str) -> list[str]:
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"servers are {', '.join(SERVERS)}; not {unknown}")
     return names
+
+
+def _auths(text: str) -> list[str]:
+    auths = [name.strip() for name in text.split(",") if name.strip()]
+    if not auths or not set(auths) <= set(AUTHS):
+        raise argparse.ArgumentTypeError(f"a comma-separated list of {', '.join(AUTHS)}")
+    return auths
 
 
 def _counts(text: str) -> list[int]:
@@ -180,17 +221,45 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--plot", type=Path, metavar="PATH", help="write a PNG plot against N")
         sub.add_argument("--quick", action="store_true", help=f"a smoke run: {command.quick}")
         default, quick = command.duration
-        sub.add_argument(
-            "--duration",
-            type=float,
-            help=f"seconds a measured burst aims at (default: {default:g})"
-            if command.bursts
-            else f"seconds to hold the clients (default: {default:g}, {quick:g} with --quick)",
-        )
-        if command.bursts:
+        if command.bursts or command.posts:
+            sub.add_argument(
+                "--duration",
+                type=float,
+                help=f"seconds a measured burst aims at (default: {default:g})",
+            )
+        if command.pings:
+            sub.add_argument(
+                "--duration",
+                type=float,
+                help=f"seconds to hold the clients (default: {default:g}, {quick:g} with --quick)",
+            )
+        if command.bursts or command.posts:
             sub.add_argument("--size", type=int, default=60, help="bytes of a tick's JSON payload")
+        if command.bursts:
             sub.add_argument(
                 "--repeat", type=int, default=1, help="measured bursts; report the median (fan-out)"
+            )
+        if command.auth:
+            sub.add_argument(
+                "--auth",
+                type=_auths,
+                default=list(AUTHS),
+                help="jwt: each client's token is verified at connect; none: the bare server; "
+                "both by default",
+            )
+        if command.posts:
+            sub.add_argument(
+                "--batch",
+                type=_counts,
+                default=[1, 10],
+                help="emits per request, comma-separated, a row each (1: a JSON object; "
+                "more: a JSON array; default: 1,10)",
+            )
+            sub.add_argument(
+                "--concurrency",
+                type=int,
+                default=4,
+                help="HTTP connections posting at once (default: 4)",
             )
         if command.pings:
             for name in ("interval", "timeout"):
@@ -209,7 +278,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = COMMANDS[args.command]
     targets = [SERVERS[name] for name in args.servers]
     clients: list[int] = args.clients or list(QUICK_CLIENTS if args.quick else command.clients)
-    gaps = missing([*targets, LOAD_NEEDS], ["matplotlib"] if args.plot else [])
+    auths: list[str] = getattr(args, "auth", ["none"])
+    app = command.posts or "jwt" in auths  # the servers' application mode is needed
+    gaps = missing([*targets, LOAD_NEEDS], ["matplotlib"] if args.plot else [], app=app)
     if gaps:
         print("not installed:\n  " + "\n  ".join(gaps), file=sys.stderr)
         return EXIT_MISSING
@@ -237,16 +308,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings(
             cores=cores,
             logs=logs,
-            duration=_given(args.duration, command.duration[args.quick]),
+            duration=_given(getattr(args, "duration", None), command.duration[args.quick]),
             size=getattr(args, "size", 60),
             quick=args.quick,
             repeat=max(1, getattr(args, "repeat", 1)),
             ping_interval=_given(getattr(args, "ping_interval", None), ping),
             ping_timeout=_given(getattr(args, "ping_timeout", None), ping),
+            batches=tuple(getattr(args, "batch", (1, 10))),
+            concurrency=max(1, getattr(args, "concurrency", 4)),
         )
+        variants = [attrs.evolve(settings, auth=auth) for auth in auths]
         rows: list[Any] = []
         try:
-            failures = trio.run(_run_all, command, targets, clients, settings, rows)
+            failures = trio.run(_run_all, command, targets, clients, variants, rows)
         except BaseException as exc:
             if not _interrupted(exc):
                 raise
@@ -267,21 +341,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run_all(
-    command: Command, targets: list[Target], clients: list[int], settings: Settings, rows: list[Any]
+    command: Command,
+    targets: list[Target],
+    clients: list[int],
+    variants: list[Settings],
+    rows: list[Any],
 ) -> int:
-    """Measure every server at every N, appending to ``rows``; returns how many failed."""
+    """Measure every server at every N, in each variant of the settings (``connect``: with and
+    without the JWT check), appending to ``rows``; returns how many measurements failed."""
     failures = 0
     for count in clients:
         for target in targets:
-            progress = _progress(f"{target.name} N={count}")
-            progress("starting")
-            try:
-                rows.append(
-                    await command.measure(target, count, settings, progress, command.transport)
-                )
-            except (BenchError, trio.TooSlowError) as exc:
-                failures += 1
-                progress(f"FAILED: {exc or 'timed out'}")
+            for settings in variants:
+                name = f"{target.name} N={count}"
+                progress = _progress(f"{name} auth={settings.auth}" if command.auth else name)
+                progress("starting")
+                try:
+                    row = await command.measure(
+                        target, count, settings, progress, command.transport
+                    )
+                except (BenchError, trio.TooSlowError) as exc:
+                    failures += 1
+                    progress(f"FAILED: {exc or 'timed out'}")
+                else:
+                    rows.extend(row if isinstance(row, list) else [row])
     return failures
 
 

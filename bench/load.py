@@ -2,7 +2,8 @@
 
 The clients are split evenly over ``ceil(clients / CLIENTS_PER_WORKER)`` processes. The first
 client of the first process is also the control client: it asks the server for each burst, and
-receives the ticks like every other client.
+receives the ticks like every other client. For ``emit-api``, one more Node process
+(``load/poster.mjs``) posts the emits over HTTP instead.
 """
 
 from __future__ import annotations
@@ -19,14 +20,34 @@ import trio
 from bench.procs import BenchError, Child, open_child
 from bench.targets import LOAD_NEEDS
 
-__all__ = ["Burst", "Connected", "Load", "Status", "open_load"]
+__all__ = [
+    "Burst",
+    "Connected",
+    "Jwt",
+    "Load",
+    "Posted",
+    "Poster",
+    "Status",
+    "open_load",
+    "open_poster",
+]
 
 WORKER = Path(__file__).resolve().parent / "load" / "worker.mjs"
+POSTER = Path(__file__).resolve().parent / "load" / "poster.mjs"
 CLIENTS_PER_WORKER = 2500
 CONNECTING = 256
 """Connections being opened at once, over all workers (the servers' backlog is 1024)."""
 STEP_TIMEOUT = 20.0
 """A worker's start, or its answer to a command that does no I/O."""
+
+
+@attrs.frozen
+class Jwt:
+    """The clients' tokens: HS256 with ``secret``, subjects ``user-0`` ... ``user-<users - 1>``
+    (client ``i`` is ``user-<i % users>``)."""
+
+    secret: str
+    users: int
 
 
 @attrs.frozen
@@ -102,19 +123,28 @@ class Load:
     def cpu_seconds(self) -> float:
         return sum(worker.cpu_seconds() for worker in self.workers)
 
-    async def connect(self, url: str, clients: int, transport: str, timeout: float) -> Connected:
-        """Open ``clients`` Socket.IO clients; returns once each connected or failed."""
+    async def connect(
+        self, url: str, clients: int, transport: str, timeout: float, jwt: Jwt | None = None
+    ) -> Connected:
+        """Open ``clients`` Socket.IO clients; returns once each connected or failed.
+
+        With ``jwt``, each client sends a token of its own at connect (``load/worker.mjs``).
+        """
         share, extra = divmod(clients, len(self.workers))
+        first = 0
         for index, worker in enumerate(self.workers):
-            await worker.send(
-                {
-                    "op": "connect",
-                    "url": url,
-                    "clients": share + (index < extra),
-                    "concurrency": max(1, CONNECTING // len(self.workers)),
-                    "transport": transport,
-                }
-            )
+            mine = share + (index < extra)
+            command: dict[str, Any] = {
+                "op": "connect",
+                "url": url,
+                "clients": mine,
+                "concurrency": max(1, CONNECTING // len(self.workers)),
+                "transport": transport,
+            }
+            if jwt is not None:
+                command["jwt"] = {"secret": jwt.secret, "users": jwt.users, "first": first}
+            await worker.send(command)
+            first += mine
         with trio.move_on_after(timeout) as waiting:
             events = [await worker.event("connected") for worker in self.workers]
         if waiting.cancelled_caught:
@@ -147,14 +177,29 @@ class Load:
 
         After ``timeout`` seconds, take what has arrived (lost deliveries show in the result).
         """
+        await self.expect(first, count)
+        control = self.workers[0]
+        with trio.fail_after(STEP_TIMEOUT):
+            await control.send({"op": "burst", "first": first, "count": count, "size": size})
+            started: float = (await control.event("sent"))["t0"]
+        burst = await self.arrived(started, count, timeout)
+        with trio.move_on_after(STEP_TIMEOUT):
+            await control.event("acked")  # the server has left its loop
+        return burst
+
+    async def expect(self, first: int, count: int) -> None:
+        """Have the clients count the ticks ``first`` to ``first + count - 1`` from now on."""
         with trio.fail_after(STEP_TIMEOUT):
             for worker in self.workers:
                 await worker.send({"op": "expect", "first": first, "count": count})
             for worker in self.workers:
                 await worker.event("expecting")
-            control = self.workers[0]
-            await control.send({"op": "burst", "first": first, "count": count, "size": size})
-            started: float = (await control.event("sent"))["t0"]
+
+    async def arrived(self, started: float, count: int, timeout: float) -> Burst:
+        """What arrived of the ``count`` ticks expected, the first sent at ``started``.
+
+        Waits until every client has every tick, or ``timeout`` seconds.
+        """
         reports: list[dict[str, Any]] = []
         with trio.move_on_after(timeout):
             for worker in self.workers:
@@ -163,8 +208,6 @@ class Load:
             for worker in self.workers[len(reports) :]:
                 await worker.send({"op": "report"})
                 reports.append(await worker.event("done"))
-        with trio.move_on_after(STEP_TIMEOUT):
-            await control.event("acked")  # the server has left its loop
         latencies: list[float] = []
         for seen in zip(*(r["latencies"] for r in reports), strict=True):
             arrived = [latency for latency in seen if latency is not None]
@@ -194,3 +237,98 @@ async def open_load(clients: int, *, cores: frozenset[int], logs: Path) -> Async
             for worker in workers:
                 await worker.event("ready")
         yield Load(workers)
+
+
+@attrs.frozen
+class Posted:
+    """How posting a burst of emits went. Times in CLOCK_MONOTONIC milliseconds.
+
+    Attributes:
+        started: when the first request was sent.
+        end: when the last answer arrived.
+        posts: requests sent.
+        accepted: emits in the requests answered 200.
+        delivered: the sum of the ``delivered`` counts the server answered.
+        failed: requests not answered 200 (or not answered at all).
+        error: why the first of them failed.
+    """
+
+    started: float
+    end: float
+    posts: int
+    accepted: int
+    delivered: int
+    failed: int
+    error: str | None
+
+    @property
+    def per_s(self) -> float:
+        return self.accepted / max(self.end - self.started, 1e-3) * 1000
+
+
+class Poster:
+    """The running process (``load/poster.mjs``) that posts emits to an HTTP endpoint."""
+
+    def __init__(self, child: Child) -> None:
+        self.child = child
+
+    def cpu_seconds(self) -> float:
+        return self.child.cpu_seconds()
+
+    async def post(
+        self,
+        url: str,
+        token: str,
+        room: str,
+        first: int,
+        count: int,
+        *,
+        batch: int,
+        concurrency: int,
+        size: int,
+        timeout: float,
+    ) -> Posted:
+        """POST ``count`` emits of ``tick`` (seq from ``first``) to ``room`` at ``url``.
+
+        ``batch`` emits a request (1: the single-object form, more: a JSON array), over
+        ``concurrency`` keep-alive connections, each sending its next request when the answer
+        to its last one has come.
+        """
+        await self.child.send(
+            {
+                "op": "post",
+                "url": url,
+                "token": token,
+                "room": room,
+                "first": first,
+                "count": count,
+                "batch": batch,
+                "concurrency": concurrency,
+                "size": size,
+            }
+        )
+        with trio.move_on_after(timeout) as waiting:
+            event = await self.child.event("posted")
+        if waiting.cancelled_caught:
+            raise BenchError(f"{count} emits not posted within {timeout:.0f} s")
+        return Posted(
+            started=event["t0"],
+            end=event["end"],
+            posts=event["posts"],
+            accepted=event["accepted"],
+            delivered=event["delivered"],
+            failed=event["failed"],
+            error=event["error"],
+        )
+
+
+@asynccontextmanager
+async def open_poster(*, cores: frozenset[int], logs: Path) -> AsyncIterator[Poster]:
+    """Start the emit poster, pinned to ``cores``."""
+    node = LOAD_NEEDS.command(0)[0]
+    async with open_child(
+        "poster", [node, str(POSTER)], cores=cores, logs=logs, events=True
+    ) as child:
+        with trio.fail_after(STEP_TIMEOUT):
+            await child.event("ready")
+        yield Poster(child)

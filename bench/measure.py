@@ -8,6 +8,9 @@ to last about ``Settings.duration`` seconds, and reads the CPU time of the serve
 load around it (``Settings.repeat`` measured bursts: the row is the median one). ``hold``
 starts the server with short heartbeats, connects the clients and keeps them for
 ``Settings.duration`` seconds, asking the load every few seconds how many are still there.
+``connect`` times the connections, each client's JWT checked at connect (``Settings.auth``)
+or not. ``emit-api`` (``emit_api.py``) pushes broadcasts through the servers' HTTP emit
+endpoint instead.
 """
 
 from __future__ import annotations
@@ -19,11 +22,22 @@ from pathlib import Path
 import attrs
 import trio
 
-from bench.load import Burst, Load, Status, open_load
+from bench.load import Burst, Jwt, Load, Status, open_load
 from bench.procs import BenchError, Cores
+from bench.servers.common import EMIT_TOKEN, JWT_SECRET
 from bench.targets import Server, Target, open_server
 
-__all__ = ["ConnectRow", "FanoutRow", "HoldRow", "Settings", "connect", "fanout", "hold"]
+__all__ = [
+    "ConnectRow",
+    "FanoutRow",
+    "HoldRow",
+    "Settings",
+    "app_options",
+    "connect",
+    "fanout",
+    "hold",
+    "refuses_forged_token",
+]
 
 Progress = Callable[[str], None]
 PROGRESS_EVERY = 5.0
@@ -44,6 +58,9 @@ class Settings:
     repeat: int = 1  # measured bursts; the row is the median one (by deliveries/s)
     ping_interval: float = 2.0  # the server's heartbeat, seconds (hold only)
     ping_timeout: float = 2.0
+    auth: str = "jwt"  # connect: "jwt", a token checked at each connect, or "none"
+    batches: tuple[int, ...] = (1, 10)  # emit-api: emits per request, one row each
+    concurrency: int = 4  # emit-api: HTTP connections posting at once
 
     def warmup(self, clients: int) -> int:
         return 5 if self.quick else min(200, max(3, math.ceil(self.warmup_deliveries / clients)))
@@ -74,11 +91,16 @@ class FanoutRow:
 class ConnectRow:
     server: str
     clients: int
+    auth: str
     connections_per_s: float
     cpu_us_per_connection: float
     rss_kb_per_conn: float
     load_cpu_us_per_connection: float
     failed: int
+
+    @property
+    def series(self) -> str:
+        return self.server if self.auth == "jwt" else f"{self.server} (no auth)"
 
 
 @attrs.frozen
@@ -162,18 +184,58 @@ def _check(burst: Burst, what: str) -> None:
         raise BenchError(f"the {what} delivered nothing")
 
 
+def app_options(target: Target, logs: Path, users: int) -> list[str]:
+    """The command-line options that start ``target`` in its application mode (JWT at connect,
+    ``POST /internal/emit``; ``servers/common.py``), knowing ``users`` users."""
+    return [
+        "--jwt-secret",
+        JWT_SECRET,
+        "--emit-token",
+        EMIT_TOKEN,
+        "--users",
+        str(users),
+        "--database",
+        str(logs / f"{target.name}-access.sqlite3"),
+    ]
+
+
+async def refuses_forged_token(load: Load, url: str, transport: str) -> None:
+    """Make sure the server in its application mode refuses a client whose token is signed
+    with another secret: a server that skipped the check would win the comparison unfairly.
+
+    Raises:
+        BenchError: the client was accepted.
+    """
+    forged = await load.connect(
+        url, 1, transport, _connect_timeout(1), Jwt("forged" + JWT_SECRET, 1)
+    )
+    if forged.connected:
+        raise BenchError("the server accepted a token signed with another secret")
+    if not (forged.error or "").startswith("connect error"):  # a CONNECT_ERROR (worker.mjs)
+        raise BenchError(f"a client with a forged token was not refused: {forged.error}")
+
+
 async def connect(
     target: Target, clients: int, settings: Settings, progress: Progress, transport: str
 ) -> ConnectRow:
-    """Connections per second (one at a time per slot, ``load.CONNECTING`` slots) and memory."""
+    """Connections per second (one at a time per slot, ``load.CONNECTING`` slots) and memory.
+
+    With ``settings.auth == "jwt"`` the server runs in its application mode and each client
+    presents a token of its own user (``user-<i>``), which the server verifies at connect;
+    first, one client with a forged token must be refused.
+    """
     cores = settings.cores
+    jwt = Jwt(JWT_SECRET, clients) if settings.auth == "jwt" else None
+    options = app_options(target, settings.logs, clients) if jwt else []
     async with (
-        open_server(target, cores=cores.server, logs=settings.logs) as server,
+        open_server(target, cores=cores.server, logs=settings.logs, options=options) as server,
         open_load(clients, cores=cores.load, logs=settings.logs) as load,
     ):
+        if jwt:
+            await refuses_forged_token(load, server.url, transport)
         cpu, load_cpu = server.child.cpu_seconds(), load.cpu_seconds()
         base = server.child.rss_kb()
-        done = await load.connect(server.url, clients, transport, _connect_timeout(clients))
+        done = await load.connect(server.url, clients, transport, _connect_timeout(clients), jwt)
         cpu, load_cpu = server.child.cpu_seconds() - cpu, load.cpu_seconds() - load_cpu
         await trio.sleep(0.2 if clients < 1000 else 1.0)
         rss = (server.child.rss_kb() - base) / max(1, done.connected)
@@ -182,13 +244,17 @@ async def connect(
     row = ConnectRow(
         server=target.name,
         clients=clients,
+        auth=settings.auth,
         connections_per_s=round(done.per_s),
         cpu_us_per_connection=round(cpu / done.connected * 1e6, 1),
         rss_kb_per_conn=round(rss, 1),
         load_cpu_us_per_connection=round(load_cpu / done.connected * 1e6, 1),
         failed=done.failed,
     )
-    progress(f"{row.connections_per_s:,.0f} connections/s, {row.rss_kb_per_conn:.1f} KiB each")
+    progress(
+        f"{row.connections_per_s:,.0f} connections/s, {row.rss_kb_per_conn:.1f} KiB each"
+        + (f", {row.failed:,} FAILED: {done.error}" if row.failed else "")
+    )
     return row
 
 

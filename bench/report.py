@@ -41,17 +41,20 @@ def write_json(path: Path, rows: Sequence[Any]) -> None:
 
 
 def plot(path: Path, rows: Sequence[Any], panels: Sequence[Column], title: str) -> None:
-    """One panel per column in ``panels``, against the number of clients, one line a server."""
+    """One panel per column in ``panels``, against the number of clients, one line a server (or
+    a row's ``series``, when its rows have one: a server in one variant of the measurement)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
-    servers = list(dict.fromkeys(row.server for row in rows))
+    servers = list(dict.fromkeys(_series(row) for row in rows))
     for ax, panel in zip(axes[0], panels, strict=True):
         for server in servers:
-            mine = sorted((r.clients, getattr(r, panel.field)) for r in rows if r.server == server)
+            mine = sorted(
+                (r.clients, getattr(r, panel.field)) for r in rows if _series(r) == server
+            )
             ax.plot([n for n, _ in mine], [v for _, v in mine], marker="o", label=server)
         ax.set_xlabel("clients (N)")
         ax.set_ylabel(panel.title)
@@ -65,3 +68,8 @@ def plot(path: Path, rows: Sequence[Any], panels: Sequence[Column], title: str) 
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def _series(row: Any) -> str:
+    series: str = getattr(row, "series", row.server)
+    return series

@@ -31,6 +31,8 @@ class Target:
     argv: tuple[str, ...]
     modules: tuple[str, ...] = ()  # Python modules
     npm: tuple[str, ...] = ()  # npm packages in the checkout's node_modules
+    app_modules: tuple[str, ...] = ()  # what the application mode needs on top
+    app_npm: tuple[str, ...] = ()
 
     def command(self, port: int, options: Sequence[str] = ()) -> list[str]:
         node = shutil.which("node") or "node"
@@ -50,24 +52,33 @@ SERVERS = {
             "python-socketio",
             _python("psio_server"),
             ("socketio", "uvicorn", "uvloop", "httptools", "websockets"),
+            app_modules=("jwt",),
         ),
-        Target("node-socketio", ("node", str(_SCRIPTS / "node_server.mjs")), npm=("socket.io",)),
+        Target(
+            "node-socketio",
+            ("node", str(_SCRIPTS / "node_server.mjs")),
+            npm=("socket.io",),
+            app_npm=("jsonwebtoken",),
+        ),
     )
 }
 LOAD_NEEDS = Target("load", ("node",))
 
 
-def missing(targets: Iterable[Target], modules: Iterable[str] = ()) -> list[str]:
-    """What is not installed among what ``targets`` (and the extra ``modules``) need."""
+def missing(
+    targets: Iterable[Target], modules: Iterable[str] = (), *, app: bool = False
+) -> list[str]:
+    """What is not installed among what ``targets`` (and the extra ``modules``) need; with
+    ``app``, in their application mode too."""
     gaps: list[str] = []
     for target in targets:
         needs_node = target.npm or "node" in target.argv
         if needs_node and shutil.which("node") is None:
             gaps.append(f"{target.name}: node is not installed")
-        for package in target.npm:
+        for package in target.npm + (target.app_npm if app else ()):
             if not (CHECKOUT / "node_modules" / package / "package.json").exists():
                 gaps.append(f"{target.name}: npm package {package} (run `npm install`)")
-        for module in target.modules:
+        for module in target.modules + (target.app_modules if app else ()):
             if importlib.util.find_spec(module) is None:
                 gaps.append(f"{target.name}: Python module {module} (pip install -e '.[dev]')")
     gaps += [

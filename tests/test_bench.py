@@ -1,8 +1,12 @@
-"""The benchmark suite runs end to end: a quick fan-out of all four servers, JSON and plot, and
-a quick hold of hub and Node with 1-second heartbeats.
+"""The benchmark suite runs end to end: a quick fan-out of all four servers, JSON and plot, a
+quick hold of hub and Node with 1-second heartbeats, and quick ``connect`` (with and without the
+JWT check) and ``emit-api`` runs of all four. Those two fail unless every server refuses a
+client with a forged token (and, for ``emit-api``, a wrong bearer token at its emit endpoint)
+before it is measured, so the quick runs also show that each server really does the checks.
 
-It needs node with the npm package socket.io, uvicorn and matplotlib; without them the suite
-exits with status 3 and this test is skipped (failed under ``HUB_REQUIRE_ALL=1``).
+It needs node with the npm packages socket.io and jsonwebtoken, uvicorn and matplotlib; without
+them the suite exits with status 3 and these tests are skipped (failed under
+``HUB_REQUIRE_ALL=1``).
 """
 
 from __future__ import annotations
@@ -38,6 +42,33 @@ HOLD_FIELDS: dict[str, type | tuple[type, ...]] = {
     "cpu_percent": NUMBER,
     "rss_kb_per_conn": NUMBER,
     "all_alive": bool,
+}
+CONNECT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "server": str,
+    "clients": int,
+    "auth": str,
+    "connections_per_s": NUMBER,
+    "cpu_us_per_connection": NUMBER,
+    "rss_kb_per_conn": NUMBER,
+    "load_cpu_us_per_connection": NUMBER,
+    "failed": int,
+}
+EMIT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "server": str,
+    "clients": int,
+    "batch": int,
+    "concurrency": int,
+    "emits": int,
+    "emits_per_s": NUMBER,
+    "deliveries_per_s": NUMBER,
+    "p50_ms": NUMBER,
+    "p99_ms": NUMBER,
+    "cpu_us_per_emit": NUMBER,
+    "cpu_us_per_delivery": NUMBER,
+    "load_cpu_us_per_delivery": NUMBER,
+    "rss_kb_per_conn": NUMBER,
+    "lost": int,
+    "failed_posts": int,
 }
 BOUND = 60.0
 EXIT_MISSING = 3
@@ -78,6 +109,53 @@ def test_hold_quick(tmp_path: Path) -> None:
         assert row["pings"] >= 50 * 3, row  # ~6 each, one a second
         assert row["cpu_percent"] >= 0, row
     assert "all alive" in out  # the table
+
+
+def test_connect_quick(tmp_path: Path) -> None:
+    """50 clients to each server, with each one's JWT checked at connect and without."""
+    rows_path = tmp_path / "rows.json"
+    command = ["connect", "--quick", "--servers", ",".join(SERVERS), "--auth", "jwt,none"]
+    out = _suite([*command, "--json", str(rows_path)])
+
+    rows = json.loads(rows_path.read_text())
+    measured = sorted((row["server"], row["auth"]) for row in rows)
+    assert measured == sorted((server, auth) for server in SERVERS for auth in ("jwt", "none"))
+    for row in rows:
+        assert set(row) == set(CONNECT_FIELDS), row
+        for field, kind in CONNECT_FIELDS.items():
+            assert isinstance(row[field], kind), (field, row)
+        assert row["clients"] == 50, row
+        assert row["failed"] == 0, row  # every client connected, its token accepted
+        assert row["connections_per_s"] > 0, row
+        assert row["cpu_us_per_connection"] > 0, row
+    assert "connections/s" in out  # the table
+    assert "jwt" in out
+
+
+def test_emit_api_quick(tmp_path: Path) -> None:
+    """Emits posted one a request and ten a request reach all 50 clients of the room."""
+    rows_path, plot_path = tmp_path / "rows.json", tmp_path / "plot.png"
+    command = ["emit-api", "--quick", "--servers", ",".join(SERVERS), "--batch", "1,10"]
+    out = _suite([*command, "--json", str(rows_path), "--plot", str(plot_path)])
+
+    rows = json.loads(rows_path.read_text())
+    measured = sorted((row["server"], row["batch"]) for row in rows)
+    assert measured == sorted((server, batch) for server in SERVERS for batch in (1, 10))
+    for row in rows:
+        assert set(row) == set(EMIT_FIELDS), row
+        for field, kind in EMIT_FIELDS.items():
+            assert isinstance(row[field], kind), (field, row)
+        assert row["clients"] == 50, row
+        assert row["concurrency"] == 4, row
+        assert row["emits"] == max(20, row["batch"] * 4), row  # --quick: 20, each lane posts
+        assert row["failed_posts"] == 0, row
+        assert row["lost"] == 0, row  # the clients counted every emit x 50
+        assert row["emits_per_s"] > 0, row
+        assert row["deliveries_per_s"] > 0, row
+        assert 0 < row["p50_ms"] <= row["p99_ms"], row
+        assert row["cpu_us_per_emit"] > 0, row
+    assert plot_path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert "emits/s" in out  # the table
 
 
 def _suite(arguments: list[str]) -> str:

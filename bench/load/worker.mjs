@@ -7,14 +7,20 @@
 // pings answered, and the clients lost once connected (closed, failed, told to go, or, as a real
 // client would judge, silent: no ping for the server's pingInterval + pingTimeout).
 //
+// With `jwt: {secret, users, first}` in `connect`, each client sends a token of its own in its
+// CONNECT payload (`40{"token":…}`, socket.io-client's `auth` option): HS256 with that secret,
+// minted just before the client connects, for the subject `user-<(first + i) % users>` of the
+// process's i-th client, valid for an hour (bench/servers/common.py, the application mode).
+//
 // The suite (bench/load.py) writes one JSON command per line to stdin and reads one JSON event
 // per line from stdout ({ev: "ready"} first):
-//   {op: "connect", url, clients, concurrency, transport} -> {ev: "connected", start, end, connected, failed, error}
+//   {op: "connect", url, clients, concurrency, transport, jwt?} -> {ev: "connected", start, end, connected, failed, error}
 //   {op: "expect", first, count}                          -> {ev: "expecting"}
 //   {op: "burst", first, count, size} (control client)    -> {ev: "sent", t0}, later {ev: "acked", t}
 //   {op: "report"} (or by itself once every tick arrived) -> {ev: "done", deliveries, last, latencies}
 //   {op: "status"}                                        -> {ev: "status", connected, alive, disconnects, pings, error}
 // Times are CLOCK_MONOTONIC milliseconds, the servers' clock (bench/servers/common.py).
+import { createHmac } from "node:crypto";
 import http from "node:http";
 import net from "node:net";
 import { createInterface } from "node:readline";
@@ -68,9 +74,21 @@ let pings = 0; // answered, over all clients
 let disconnects = 0; // clients lost after they connected
 let lostError = null; // why the first of them was lost
 
+// An HS256 JWT (RFC 7519) for `sub`, as an identity provider would issue it.
+const JWT_HEAD = Buffer.from('{"alg":"HS256","typ":"JWT"}').toString("base64url");
+
+function mintToken(secret, sub) {
+  const iat = Math.floor(Date.now() / 1000);
+  const claims = Buffer.from(JSON.stringify({ sub, iat, exp: iat + 3600 })).toString("base64url");
+  const signature = createHmac("sha256", secret).update(`${JWT_HEAD}.${claims}`).digest("base64url");
+  return `${JWT_HEAD}.${claims}.${signature}`;
+}
+
 class Client {
-  constructor(settle) {
+  constructor(settle, token) {
     this.settle = settle; // called once: with nothing when connected, with an error otherwise
+    this.connectPacket = token ? `40${JSON.stringify({ token })}` : "40";
+    this.failed = false; // refused, or broken before it connected
     this.open = false; // connected, and not lost since
     this.lastPing = 0;
     this.silence = Infinity; // the server's pingInterval + pingTimeout, ms
@@ -81,7 +99,9 @@ class Client {
     this.settle = null;
     if (settle) {
       this.open = !error;
+      this.failed = Boolean(error);
       this.lastPing = now();
+      if (error) this.socket?.destroy(); // refused or broken: nothing more to do with it
       settle(error);
     } else if (error && this.open) {
       this.open = false;
@@ -111,7 +131,7 @@ class Client {
       case 48: { // "0" open -> connect to "/"
         const { pingInterval, pingTimeout } = JSON.parse(buf.latin1Slice(start + 1, end));
         this.silence = pingInterval + pingTimeout;
-        return this.send("40");
+        return this.send(this.connectPacket);
       }
       case 49: return this.settled(new Error("closed by the server")); // "1" close
     }
@@ -136,8 +156,8 @@ const READ_BUFFER = Buffer.allocUnsafe(1 << 16);
 const HEAD_END = Buffer.from("\r\n\r\n");
 
 class WsClient extends Client {
-  constructor(url, settle) {
-    super(settle);
+  constructor(url, settle, token) {
+    super(settle, token);
     const { hostname, port } = new URL(url);
     this.rest = null;
     this.upgraded = false;
@@ -224,16 +244,16 @@ function request(url, body) {
 }
 
 class PollingClient extends Client {
-  constructor(url, settle) {
-    super(settle);
+  constructor(url, settle, token) {
+    super(settle, token);
     this.url = `${url}${PATH}polling`;
     this.run().catch((error) => this.settled(error));
   }
   async run() {
     const open = (await request(this.url)).latin1Slice(); // `0{"sid":…}`
     this.url += `&sid=${JSON.parse(open.split("\x1e")[0].slice(1)).sid}`;
-    this.send("40");
-    for (;;) {
+    this.send(this.connectPacket);
+    while (!this.failed) {
       // A payload: packets separated by the record separator 0x1e.
       const payload = await request(this.url);
       for (let at = 0; at < payload.length; ) {
@@ -249,15 +269,17 @@ class PollingClient extends Client {
   }
 }
 
-function connect({ url, clients: wanted, concurrency, transport }) {
+function connect({ url, clients: wanted, concurrency, transport, jwt }) {
   const Kind = transport === "polling" ? PollingClient : WsClient;
   const start = now();
   let started = 0;
   let finished = 0;
   let failed = 0;
   let error = null;
+  if (!wanted) return out({ ev: "connected", start, end: start, connected: clients.length, failed, error });
   const launch = () => {
     for (; started < wanted && started - finished < concurrency; started++) {
+      const token = jwt && mintToken(jwt.secret, `user-${(jwt.first + started) % jwt.users}`);
       const client = new Kind(url, (reason) => {
         if (reason) {
           failed++;
@@ -266,7 +288,7 @@ function connect({ url, clients: wanted, concurrency, transport }) {
         if (++finished === wanted) {
           out({ ev: "connected", start, end: now(), connected: clients.length, failed, error });
         } else launch();
-      });
+      }, token);
     }
   };
   launch();

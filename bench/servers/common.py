@@ -14,6 +14,23 @@ Each server (``hub_server.py``, ``psio_server.py``, ``node_server.mjs``) behaves
 CLOCK_MONOTONIC (Python's ``time.monotonic``, Node's ``process.hrtime``): every process on the
 machine reads the same clock, so the load generator subtracts it from its own reading.
 ``pad`` brings the JSON payload to about ``size`` bytes.
+
+**The application mode** (``--jwt-secret``, for ``connect`` with the JWT check and for
+``emit-api``): what a product built on each server does, as hub's own application
+(``hub.app``) does it, and nothing more.
+
+- A client must send an HS256 JWT in its CONNECT payload, ``{"token": "..."}`` (socket.io-client's
+  ``auth`` option), signed with the secret, its ``exp`` in the future and its subject in ``sub``;
+  the server verifies it with the JWT library its users would pick (pyjwt, npm ``jsonwebtoken``;
+  hub: ``hub.app.auth``) before the connection is accepted, and refuses any other client with a
+  CONNECT_ERROR. The socket then joins ``user:<sub>`` (and not ``bench``).
+- ``POST /internal/emit`` with ``Authorization: Bearer <--emit-token>`` takes
+  ``{"event", "data", "to": [rooms], "except": [rooms]}``, or a JSON array of those, emits each
+  to its rooms and answers ``{"delivered": N}`` (and ``results``, one per item, for an array).
+- hub runs its real application: ``hub.app.hub.Hub`` with its authentication middleware, the
+  internal API of ``hub.app.internal`` and an SQLite access store (``--database``) seeded with
+  the users ``user-0`` ... ``user-<--users - 1>``, which the hub looks up at every connect. The
+  other servers keep no users: they trust any well-signed token.
 """
 
 from __future__ import annotations
@@ -26,12 +43,26 @@ import time
 from collections.abc import Iterator
 from typing import Any, TypedDict
 
-__all__ = ["BACKLOG", "PING_INTERVAL", "PING_TIMEOUT", "ROOM", "Burst", "arguments", "ticks"]
+__all__ = [
+    "BACKLOG",
+    "EMIT_TOKEN",
+    "JWT_SECRET",
+    "PING_INTERVAL",
+    "PING_TIMEOUT",
+    "ROOM",
+    "Burst",
+    "arguments",
+    "ticks",
+    "user_id",
+]
 
 ROOM = "bench"
 PING_INTERVAL = 25.0
 PING_TIMEOUT = 20.0
 BACKLOG = 1024
+JWT_SECRET = "bench-jwt-secret-a-32-byte-or-longer-hmac-key"
+"""The HS256 secret of the application mode (a benchmark's, public)."""
+EMIT_TOKEN = "bench-emit-token"
 _PAYLOAD_OVERHEAD = 36  # len('{"seq":1,"t":123456.789,"pad":""}') + a few digits
 
 
@@ -51,6 +82,11 @@ def ticks(request: Burst) -> Iterator[dict[str, Any]]:
         yield {"seq": seq, "t": round(time.monotonic_ns() / 1e6, 3), "pad": pad}
 
 
+def user_id(index: int) -> str:
+    """The subject of the ``index``-th user's tokens (the load mints them alike)."""
+    return f"user-{index}"
+
+
 def arguments(description: str, *, asgi: bool = False) -> argparse.Namespace:
     """Parse a server's command line, and exit when standard input closes."""
     parser = argparse.ArgumentParser(description=description)
@@ -60,6 +96,10 @@ def arguments(description: str, *, asgi: bool = False) -> argparse.Namespace:
     parser.add_argument("--ping-timeout", type=float, default=PING_TIMEOUT, help="seconds")
     if asgi:
         parser.add_argument("--asgi", action="store_true", help="serve as ASGI under hypercorn")
+    parser.add_argument("--jwt-secret", help="the application mode: connect needs a JWT")
+    parser.add_argument("--emit-token", help="the bearer token of POST /internal/emit")
+    parser.add_argument("--users", type=int, default=1, help="users to seed (hub's store)")
+    parser.add_argument("--database", help="the SQLite access store to create (hub)")
     args = parser.parse_args()
     threading.Thread(target=_exit_at_eof, daemon=True).start()
     return args

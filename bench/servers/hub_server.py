@@ -1,8 +1,13 @@
 """hub under test: its native listener, or (``--asgi``) ``server.asgi()`` under hypercorn's
-trio worker. Behaviour: see ``common.py``."""
+trio worker. With ``--jwt-secret``, hub's real application instead of the bare server: the
+``Hub`` of ``hub.app``, its JWT middleware, its internal API and an SQLite access store.
+Behaviour: see ``common.py``."""
 
 from __future__ import annotations
 
+import argparse
+import logging
+from pathlib import Path
 from typing import Any, cast
 
 import hypercorn.config
@@ -10,7 +15,20 @@ import hypercorn.trio
 import trio
 
 import hub
-from bench.servers.common import BACKLOG, PING_INTERVAL, PING_TIMEOUT, ROOM, Burst, arguments, ticks
+from bench.servers.common import (
+    BACKLOG,
+    PING_INTERVAL,
+    PING_TIMEOUT,
+    ROOM,
+    Burst,
+    arguments,
+    ticks,
+    user_id,
+)
+from hub.app.config import Config
+from hub.app.hub import Hub
+from hub.app.internal import InternalAPI
+from hub.app.store import SQLiteStore
 
 
 def build(ping_interval: float = PING_INTERVAL, ping_timeout: float = PING_TIMEOUT) -> hub.Server:
@@ -31,12 +49,46 @@ def build(ping_interval: float = PING_INTERVAL, ping_timeout: float = PING_TIMEO
     return server
 
 
+def build_app(args: argparse.Namespace) -> Hub:
+    """The application as ``hub serve`` builds it, with a store seeded with ``args.users``.
+
+    One difference: ``hub serve`` freezes the garbage collector's view of start-up objects
+    (``freeze_gc``), a tuning the other servers do not get, so it stays off here.
+    """
+    if not args.database:
+        raise SystemExit("--jwt-secret needs --database")
+    config = Config(
+        host=args.host,
+        port=args.port,
+        database=args.database,
+        jwt_secret=args.jwt_secret,
+        emit_token=args.emit_token,
+        ping_interval=args.ping_interval,
+        ping_timeout=args.ping_timeout,
+    ).check()
+    for stale in (args.database, f"{args.database}-wal", f"{args.database}-shm"):
+        Path(stale).unlink(missing_ok=True)
+    store = SQLiteStore(config.database)
+    for index in range(args.users):
+        store.add_user(user_id(index))
+    return Hub(config, store)
+
+
 async def main() -> None:
     args = arguments("hub, as the benchmark serves it", asgi=True)
-    server = build(args.ping_interval, args.ping_timeout)
-    if not args.asgi:
-        await server.serve(args.host, args.port)  # listens with a backlog of 1024 too
-        return
+    logging.basicConfig(level=logging.WARNING)
+    if args.jwt_secret:
+        app = build_app(args)
+        if not args.asgi:
+            await app.serve()  # the internal API on the same port, as `hub serve` does
+            return
+        app.server.route("/internal/", InternalAPI(app))
+        server = app.server
+    else:
+        server = build(args.ping_interval, args.ping_timeout)
+        if not args.asgi:
+            await server.serve(args.host, args.port)  # listens with a backlog of 1024 too
+            return
     config = hypercorn.config.Config()
     config.bind = [f"{args.host}:{args.port}"]
     config.backlog = BACKLOG

@@ -16,7 +16,18 @@ from typing import Any
 
 import attrs
 
-__all__ = ["DEV_EMIT_TOKEN", "DEV_JWT_SECRET", "Config", "ConfigError", "Environment"]
+from hub.server.forwarded import trusted_networks
+from hub.server.server import NODE_ID
+
+__all__ = [
+    "DEV_EMIT_TOKEN",
+    "DEV_JWT_SECRET",
+    "LOG_FORMATS",
+    "LOG_LEVELS",
+    "Config",
+    "ConfigError",
+    "Environment",
+]
 
 # Development only: known values so that `hub token` and the demo's curl work out of the box.
 # Production refuses to start without its own (Config.check).
@@ -57,6 +68,19 @@ def _text(value: str, name: str) -> str:
     return value
 
 
+def _bool(value: str, name: str) -> bool:
+    word = value.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be 1 or 0 (true or false), not {value!r}")
+
+
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
 # environment variable -> (Config field, converter)
 _ENV_FIELDS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "HUB_HOST": ("host", _text),
@@ -78,6 +102,13 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "HUB_MAX_PAYLOAD": ("max_payload", _int),
     "HUB_TOKEN_WARNING": ("token_warning", _float),
     "HUB_MAX_INTERNAL_BODY": ("max_internal_body", _int),
+    "HUB_NODE_ID": ("node_id", _text),
+    "HUB_TRUSTED_PROXIES": ("trusted_proxies", lambda v, n: _list(v)),
+    "HUB_REDIS_URL": ("redis_url", _text),
+    "HUB_MAX_BUFFERED": ("max_buffered", _int),
+    "HUB_METRICS_PUBLIC": ("metrics_public", _bool),
+    "HUB_LOG_FORMAT": ("log_format", lambda v, n: v.strip().lower()),
+    "HUB_LOG_LEVEL": ("log_level", lambda v, n: v.strip().upper()),
 }
 
 
@@ -90,6 +121,7 @@ _RANGES: tuple[tuple[str, float, float], ...] = (
     ("max_payload", 1, 1 << 30),
     ("token_warning", 0, 86400 * 365),
     ("max_internal_body", 1, 1 << 30),
+    ("max_buffered", 1024, 1 << 31),
 )
 
 
@@ -118,6 +150,20 @@ class Config:
     token_warning: float = 300.0
     max_internal_body: int = 1_000_000
     freeze_gc: bool = False  # see hub.server.ServerOptions.freeze_gc; `hub serve` turns it on
+    # Several nodes behind nginx: the node's name, put before its session ids for sticky
+    # routing, and the proxies whose X-Forwarded-For is believed (hub.server.ServerOptions).
+    node_id: str | None = None
+    trusted_proxies: tuple[str, ...] = ()
+    # Several nodes sharing rooms: the Redis they publish through (hub.cluster.RedisCluster).
+    redis_url: str | None = None
+    # Bytes queued for one client before it is let go as a slow consumer (hub.ServerOptions).
+    max_buffered: int = 4_000_000
+    # /health, /ready and /metrics on the public port too, without a token (hub.app.metrics).
+    metrics_public: bool = False
+    # Log lines: "text" for people, "json" (one object per line) for machines; None: json in
+    # production, text in development (hub.app.logs).
+    log_format: str | None = None
+    log_level: str = "INFO"
 
     def __attrs_post_init__(self) -> None:
         names = {field: name for name, (field, _) in _ENV_FIELDS.items()}
@@ -129,6 +175,27 @@ class Config:
                 raise ConfigError(
                     f"{names[field]} must be between {low:g} and {high:g}, not {value!r}"
                 )
+        if self.node_id is not None and re.fullmatch(NODE_ID, self.node_id) is None:
+            raise ConfigError(
+                f"HUB_NODE_ID must be 1 to 32 of A-Z a-z 0-9 _ -, not {self.node_id!r}"
+            )
+        try:
+            trusted_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ConfigError(f"HUB_TRUSTED_PROXIES: {exc}") from None
+        if self.log_format is not None and self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"HUB_LOG_FORMAT must be text or json, not {self.log_format!r}")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(
+                f"HUB_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}"
+            )
+        if self.redis_url is not None and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ConfigError(
+                "HUB_REDIS_URL must be a redis://, rediss:// or unix:// URL,"
+                f" not {self.redis_url!r}"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Config:

@@ -27,7 +27,9 @@ import trio
 from hub.app.auth import AuthError, AuthErrorCode, AuthSettings, extract_token, verify_token
 from hub.app.config import Config
 from hub.app.events import EVENTS, to_wire, validate_event
+from hub.app.metrics import HubStats, health_needs_token, health_routes
 from hub.app.store import AccessStore, StoreError
+from hub.cluster import RedisCluster
 from hub.server import ConnectionRefused, Server, ServerOptions, Socket
 
 __all__ = ["Hub", "HubAddresses", "RoomError"]
@@ -105,10 +107,19 @@ class Hub:
                 cors_credentials=True,
                 max_http_body=config.max_internal_body,
                 freeze_gc=config.freeze_gc,
-            )
+                max_buffered=config.max_buffered,
+                node_id=config.node_id,
+                trusted_proxies=config.trusted_proxies,
+            ),
+            # With several nodes, broadcasts reach every node's sockets, and
+            # ``server.to(...).everywhere`` acts on (and counts) them all: hub.cluster.
+            cluster=RedisCluster(config.redis_url) if config.redis_url else None,
         )
         # user id -> that user's live sockets (several tabs)
         self.connections: dict[str, dict[str, Socket]] = {}
+        # Refusals and internal emits (hub.app.metrics); True while serve() listens.
+        self.stats = HubStats()
+        self.accepting = False
         self._expiry: dict[str, trio.CancelScope] = {}
         # user id -> how many times rooms were taken from that user; a join whose access check
         # straddles a revocation checks again (connected users only)
@@ -136,13 +147,24 @@ class Hub:
                 user = await self.store.get_user(identity.user_id)
             except StoreError as exc:
                 log.warning("access store unavailable at connect: %s", exc)
+                self.stats.refused("UNAVAILABLE", handshake.address)
                 raise ConnectionRefused(
                     "Access store unavailable", {"code": "UNAVAILABLE"}
                 ) from None
             if user is None or not user.enabled:
                 raise AuthError(AuthErrorCode.USER_NOT_FOUND, "unknown or disabled user")
         except AuthError as exc:
-            log.info("connect refused from %s: %s", handshake.address, exc.code)
+            self.stats.refused(str(exc.code), handshake.address)
+            log.info(
+                "connect refused: %s",
+                exc.code,
+                extra={
+                    "code": str(exc.code),
+                    "address": handshake.address,
+                    "connection": socket.client.engine.sid,
+                    "transport": socket.transport,
+                },
+            )
             raise ConnectionRefused(exc.message, exc.payload()) from None
         socket.data["user_id"] = identity.user_id
         socket.data["email"] = identity.email or user.email
@@ -153,9 +175,29 @@ class Hub:
         socket.join(user_room(user_id))
         self.connections.setdefault(user_id, {})[socket.id] = socket
         self._watch_expiry(socket)
+        log.info(
+            "socket connected",
+            extra={
+                "sid": socket.id,
+                "user": user_id,
+                "transport": socket.transport,
+                "connection": socket.client.engine.sid,
+                "address": socket.handshake.address,
+            },
+        )
 
     def _on_disconnect(self, socket: Socket, reason: str) -> None:
         user_id = socket.data.get("user_id")
+        log.info(
+            "socket disconnected",
+            extra={
+                "sid": socket.id,
+                "user": user_id,
+                "transport": socket.transport,
+                "connection": socket.client.engine.sid,
+                "reason": reason,
+            },
+        )
         scope = self._expiry.pop(socket.id, None)
         if scope is not None:
             scope.cancel()
@@ -377,6 +419,61 @@ class Hub:
             socket.disconnect()
         return len(sockets)
 
+    # -- across the cluster (every node through Redis; this node only without one) --------
+
+    @property
+    def clustered(self) -> bool:
+        return self.server.cluster is not None
+
+    async def emit_everywhere(
+        self, event: str, data: Any, *, to: Iterable[str], except_: Iterable[str] = ()
+    ) -> int:
+        """:meth:`emit` on every node; ``data`` must be validated already.
+
+        Returns:
+            How many sockets it reached on all nodes.
+
+        Raises:
+            hub.cluster.ClusterError: Redis or a node did not answer; ``partial`` holds the
+                sockets reached as far as is known (this node's at least).
+        """
+        rooms = [to] if isinstance(to, str) else list(to)
+        if not rooms:
+            raise ValueError("emit needs at least one room in 'to'")
+        skip = [except_] if isinstance(except_, str) else list(except_)
+        return await self.server.to(rooms).except_(skip).everywhere.emit(event, data)
+
+    async def join_rooms_everywhere(self, user_id: str, rooms: Iterable[str]) -> int:
+        """:meth:`join_rooms` on every node; returns this node's sockets (the other nodes act
+        on the request as they read it, without a count)."""
+        rooms = list(rooms)
+        local = self.join_rooms(user_id, rooms)
+        if self.clustered:
+            await self.server.to(user_room(user_id)).everywhere.join(*rooms)
+        return local
+
+    async def leave_rooms_everywhere(self, user_id: str, rooms: Iterable[str]) -> int:
+        """:meth:`leave_rooms` on every node; as :meth:`join_rooms_everywhere`."""
+        rooms = list(rooms)
+        local = self.leave_rooms(user_id, rooms)
+        if self.clustered:
+            await self.server.to(user_room(user_id)).everywhere.leave(*rooms)
+        return local
+
+    async def revoke_project_everywhere(self, user_id: str, project_id: str) -> int:
+        """:meth:`revoke_project` on every node."""
+        local = self.revoke_project(user_id, project_id)
+        if self.clustered:
+            await self.server.to(user_room(user_id)).everywhere.leave(project_room(project_id))
+        return local
+
+    async def disconnect_user_everywhere(self, user_id: str) -> int:
+        """:meth:`disconnect_user` on every node."""
+        local = self.disconnect_user(user_id)
+        if self.clustered:
+            await self.server.to(user_room(user_id)).everywhere.disconnect()
+        return local
+
     # -- serving ---------------------------------------------------------------------------
 
     async def serve(
@@ -394,6 +491,10 @@ class Hub:
         internal = InternalAPI(self)
         if config.internal_port is None:
             self.server.route("/internal/", internal)
+        # /health, /ready, /metrics: on the internal port when there is one (hub.app.metrics).
+        public_health, internal_health = health_routes(self)
+        for prefix, app in public_health:
+            self.server.route(prefix, app)
         try:
             async with trio.open_nursery() as nursery:
                 public = await nursery.start(self.server.serve, config.host, config.port)
@@ -402,7 +503,7 @@ class Hub:
                     limits = Limits(max_body_bytes=config.max_internal_body)
                     internal_address = await nursery.start(
                         functools.partial(serve, limits=limits),
-                        Router([("/internal/", internal)]),
+                        Router([("/internal/", internal), *internal_health]),
                         config.internal_host or config.host,
                         config.internal_port,
                     )
@@ -413,8 +514,15 @@ class Hub:
                     config.path,
                     *internal_address,
                 )
+                log.info(
+                    "/health, /ready and /metrics on http://%s:%d%s",
+                    *internal_address,
+                    " (/metrics with the emit token)" if health_needs_token(config) else "",
+                )
+                self.accepting = True
                 task_status.started(HubAddresses(public, internal_address))
         finally:
+            self.accepting = False
             with trio.CancelScope(shield=True):
                 await self.store.aclose()
 

@@ -89,6 +89,10 @@ class SessionOptions:
         }
 
 
+_NEVER = float("inf")
+_PING = Packet(PacketType.PING)  # frozen: one for every heartbeat of every session
+
+
 def _bad(message: str) -> EngineIOError:
     return EngineIOError(EngineErrorCode.BAD_REQUEST, message)
 
@@ -101,6 +105,20 @@ class Session:
     :meth:`queue` / :meth:`take`. Errors of the peer are raised as :class:`EngineIOError` after
     the session has been closed.
     """
+
+    __slots__ = (
+        "_queue",
+        "_queued_bytes",
+        "close_reason",
+        "options",
+        "ping_due",
+        "polling_waiting",
+        "pong_deadline",
+        "sid",
+        "state",
+        "transport",
+        "upgrade_deadline",
+    )
 
     def __init__(
         self, sid: str, transport: Transport, options: SessionOptions, *, now: float
@@ -158,10 +176,11 @@ class Session:
 
     def next_deadline(self) -> float:
         """When :meth:`on_deadline` must next be called (``inf`` when never)."""
-        deadlines = [
-            d for d in (self.ping_due, self.pong_deadline, self.upgrade_deadline) if d is not None
-        ]
-        return min(deadlines, default=float("inf"))
+        deadline = _NEVER
+        for due in (self.ping_due, self.pong_deadline, self.upgrade_deadline):
+            if due is not None and due < deadline:
+                deadline = due
+        return deadline
 
     def on_deadline(self, now: float) -> list[Packet]:
         """Act on the deadlines that have passed.
@@ -185,7 +204,7 @@ class Session:
         if self.ping_due is not None and now >= self.ping_due:
             self.ping_due = None
             self.pong_deadline = now + self.options.ping_timeout
-            out.append(Packet(PacketType.PING))
+            out.append(_PING)
         return out
 
     # -- receiving -------------------------------------------------------------------------
@@ -242,9 +261,7 @@ class Session:
         if kind is PacketType.MESSAGE:
             return Incoming.MESSAGE
         if kind is PacketType.PONG:
-            if self.pong_deadline is not None:
-                self.pong_deadline = None
-                self.ping_due = now + self.options.ping_interval
+            self.receive_pong(now)
             return Incoming.PONG
         if kind is PacketType.CLOSE:
             self.close("transport close")
@@ -252,6 +269,19 @@ class Session:
         if kind is PacketType.NOOP:
             return Incoming.NOOP
         raise self._fail(_bad(f"unexpected {kind.name.lower()} packet from client"))
+
+    def receive_pong(self, now: float) -> bool:
+        """A ``pong`` on the session's own transport (what :meth:`receive` does with one, for
+        the I/O layer's fast path of a heartbeat).
+
+        Returns:
+            Whether the deadlines moved (a ping was waiting for it).
+        """
+        if self.pong_deadline is None or self.state is State.CLOSED:
+            return False
+        self.pong_deadline = None
+        self.ping_due = now + self.options.ping_interval
+        return True
 
     # -- long-polling ----------------------------------------------------------------------
 

@@ -146,7 +146,9 @@ def find_placeholders(
         if child.keys() != _PLACEHOLDER_KEYS:
             extra = sorted(str(k) for k in child.keys() - _PLACEHOLDER_KEYS)
             if extra:
-                raise SocketIOError(f"{what} placeholder has unexpected keys: {extra[:3]}")
+                # The keys are the peer's: a few, cut short, so the error stays one short line.
+                keys = [k if len(k) <= 24 else k[:24] + "…" for k in extra[:3]]
+                raise SocketIOError(f"{what} placeholder has unexpected keys: {keys}")
             raise SocketIOError(f"{what} placeholder has no 'num'")
         num = child["num"]
         if not isinstance(num, int) or isinstance(num, bool):

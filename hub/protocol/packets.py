@@ -25,7 +25,8 @@ Decoder rules:
 Where the reference parser (npm ``socket.io-parser`` 4.2) is lenient, we refuse what no
 encoder writes: an empty message, whitespace or trailing data around the JSON, an ack id on a
 packet type that has none, an ACK without an id, an EVENT or ACK without a payload, a number as
-an event name, malformed placeholders, NaN/Infinity and lone surrogates.
+an event name, malformed placeholders, NaN/Infinity and lone surrogates. And a payload nested
+deeper than :data:`MAX_DEPTH`: whatever decodes must encode again, from any handler.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ from hub.protocol.binary import (
 )
 
 __all__ = [
+    "MAX_DEPTH",
+    "RESERVED_EVENTS",
     "Ack",
     "Connect",
     "ConnectError",
@@ -150,9 +153,17 @@ Packet: TypeAlias = Connect | Disconnect | Event | Ack | ConnectError
 
 # socket.io-parser, RESERVED_EVENTS: "These strings must not be used as event names, as they
 # have a special meaning."
-_RESERVED_EVENTS: Final = frozenset(
+RESERVED_EVENTS: Final = frozenset(
     {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
 )
+
+# socket.io-parser sets no depth; JSON.parse takes thousands of levels. json's C encoder and
+# decoder share Python's recursion limit (1000 frames) with the stack they run on, so a payload
+# that decodes near the limit may fail to encode from a handler a few frames deeper (an ack that
+# echoes its arguments). No payload of an application comes near this bound; a peer's that
+# passes it is refused, whatever the stack.
+MAX_DEPTH: Final = 128
+"""The most levels of arrays and objects a payload may have (the packet's own array counts)."""
 
 # Ack ids are JavaScript numbers on the other side: above Number.MAX_SAFE_INTEGER they are no
 # longer exact.
@@ -225,7 +236,7 @@ def encode(packet: Packet) -> list[str | bytes]:
             ptype = PacketType.EVENT
             if not isinstance(name, str):
                 raise LocalProtocolError(f"event name must be a str, not {type(name).__name__}")
-            if name in _RESERVED_EVENTS:
+            if name in RESERVED_EVENTS:
                 raise LocalProtocolError(f"{name!r} is a reserved event name")
             data = [name, *args]
         case Ack(args=args, id=ack_id, namespace=namespace):
@@ -489,7 +500,7 @@ def _parse(text: str, max_attachments: int) -> tuple[PacketType, str, int | None
         event = payload[0]
         if not isinstance(event, str):
             raise SocketIOError(f"{name} name must be a string, found {_json_type(event)}")
-        if event in _RESERVED_EVENTS:
+        if event in RESERVED_EVENTS:
             raise SocketIOError(f"{name} name {event!r} is reserved")
     return ptype, namespace, ack_id, payload, attachments
 
@@ -524,11 +535,30 @@ def _loads(text: str, pos: int, name: str) -> Any:
         raise SocketIOError(
             f"trailing data after the {name} payload at offset {end}: {_excerpt(text[end:])}"
         )
+    if _too_deep(text, pos, value):
+        raise SocketIOError(f"{name} payload is nested too deeply (at most {MAX_DEPTH} levels)")
     if _SURROGATE_ESCAPE.search(text, pos) and _has_lone_surrogate(value):
         # JSON.parse keeps "\ud800" as a lone surrogate; it has no UTF-8 form, so we could
         # never send it back.
         raise SocketIOError(f"invalid JSON in {name} payload: lone surrogate in a string")
     return value
+
+
+def _too_deep(text: str, pos: int, value: Any) -> bool:
+    # Walk only when there are brackets enough for the bound to be passed (C-speed counts).
+    if not isinstance(value, list | dict):
+        return False
+    if text.count("[", pos) + text.count("{", pos) <= MAX_DEPTH:
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, list | dict):
+                stack.append((child, depth + 1))
+    return False
 
 
 def _has_lone_surrogate(value: Any) -> bool:

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Iterator
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 import trio
 
 from hub.engineio.outgoing import Outgoing
+from hub.server.stats import Stats
 
 if TYPE_CHECKING:
     from hub.server.socket import Socket
@@ -34,7 +36,7 @@ DEFAULT_SLICE = 512
 class _Delivery:
     """One queued broadcast (or direct send): who gets it, what, and how far it has got."""
 
-    __slots__ = ("direct", "messages", "position", "targets", "volatile")
+    __slots__ = ("direct", "messages", "position", "started", "targets", "volatile")
 
     def __init__(
         self,
@@ -43,12 +45,14 @@ class _Delivery:
         *,
         volatile: bool = False,
         direct: bool = False,
+        started: float = 0.0,
     ) -> None:
         self.targets = targets
         self.messages = messages
         self.volatile = volatile
         self.direct = direct  # one socket's own packet: written even while it disconnects
         self.position = 0
+        self.started = started  # perf_counter() when it was emitted, for Stats.delivery
 
 
 def _write(socket: Socket, messages: list[Outgoing]) -> None:
@@ -66,6 +70,7 @@ class LocalAdapter:
         slice_size: the most sockets written between two yields to the scheduler.
         nursery: where the delivery task runs (the server sets it while it runs); without one
             every broadcast is written inline.
+        stats: where recipients and delivery times are counted (the server's, once adopted).
     """
 
     def __init__(self, *, slice_size: int = DEFAULT_SLICE) -> None:
@@ -76,6 +81,7 @@ class LocalAdapter:
         self.nursery: trio.Nursery | None = None
         self.backlog: deque[_Delivery] = deque()
         self._draining = False
+        self.stats = Stats()
 
     def add(self, socket: Socket, room: str) -> None:
         self.rooms.setdefault(room, {})[socket.id] = socket
@@ -135,6 +141,7 @@ class LocalAdapter:
             addressed to (a volatile broadcast written inline counts only those it was
             written to).
         """
+        started = perf_counter()
         if len(rooms) == 1 and not except_rooms and not exclude:
             (room,) = rooms
             members = self.rooms.get(room)
@@ -142,11 +149,15 @@ class LocalAdapter:
         else:
             targets = list(self.targets(rooms, except_rooms, exclude, everyone))
         queued = (self.backlog or len(targets) > self.slice_size) and self._enqueue(
-            _Delivery(targets, messages, volatile=volatile)
+            _Delivery(targets, messages, volatile=volatile, started=started)
         )
         if queued:
-            return sum(1 for socket in targets if socket.connected)
-        return self._write_all(targets, messages, volatile)
+            reached = sum(1 for socket in targets if socket.connected)
+            self.stats.events_out += reached  # its time is taken when its last slice is out
+            return reached
+        reached = self._write_all(targets, messages, volatile)
+        self.stats.delivered(reached, started)
+        return reached
 
     def _write_all(self, targets: list[Socket], messages: list[Outgoing], volatile: bool) -> int:
         """The hot loop of a fan-out: per member, one attribute chain and one ``send()`` of
@@ -214,6 +225,8 @@ class LocalAdapter:
                 budget -= len(chunk)
                 if end == len(delivery.targets):
                     backlog.popleft()
+                    if delivery.targets and not delivery.direct:
+                        self.stats.delivery.observe(perf_counter() - delivery.started)
                 if budget <= 0:
                     budget = self.slice_size
                     await trio.lowlevel.checkpoint()

@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from hub.protocol import Event
+from hub.server.observer import notify
 from hub.server.socket import Socket, encode_outgoing
 
 if TYPE_CHECKING:
+    from hub.cluster.operator import ClusterOperator
     from hub.server.namespace import Namespace
 
 __all__ = ["BroadcastOperator"]
@@ -64,15 +66,20 @@ class BroadcastOperator:
     def emit(self, event: str, *args: Any) -> int:
         """Send the event to every target, encoded once. Never waits.
 
+        With a cluster, the other nodes' targets get it too: it is handed to the cluster's
+        publisher after this node's sockets have it (dropped, and counted, while Redis is
+        unreachable). :attr:`everywhere` counts the sockets reached on every node.
+
         Returns:
-            How many sockets it reached (a volatile broadcast counts only those it was
-            written to).
+            How many sockets of this node it reached (a volatile broadcast counts only those it
+            was written to).
 
         Raises:
             hub.errors.LocalProtocolError: the event or arguments cannot be encoded.
         """
-        messages = encode_outgoing(Event(event, args, namespace=self.namespace.name))
-        return self.namespace.adapter.deliver(
+        packet = Event(event, args, namespace=self.namespace.name)
+        messages = encode_outgoing(packet)
+        count = self.namespace.adapter.deliver(
             messages,
             self.rooms,
             self.except_rooms,
@@ -80,9 +87,27 @@ class BroadcastOperator:
             self.namespace.sockets.values(),
             volatile=self.is_volatile,
         )
+        cluster = self.namespace.cluster
+        if cluster is not None:
+            cluster.publish_broadcast(
+                packet, self.rooms, self.except_rooms, self.exclude, volatile=self.is_volatile
+            )
+        if self.namespace.observers:
+            notify(self.namespace.observers, "on_broadcast", self, event, args, count)
+        return count
+
+    @property
+    def everywhere(self) -> ClusterOperator:
+        """The same targets on every node of the cluster, for the operations that wait for the
+        other nodes: ``await op.everywhere.emit(...)`` (returns the sockets reached on all
+        nodes), ``fetch_sockets()``, ``join(...)``, ``leave(...)``, ``disconnect()``
+        (see :class:`hub.cluster.ClusterOperator`). Without a cluster, this node's."""
+        from hub.cluster.operator import ClusterOperator  # the cluster layer sits above this one
+
+        return ClusterOperator(self)
 
     def sockets(self) -> list[Socket]:
-        """The sockets this broadcast would reach now."""
+        """The sockets of this node this broadcast would reach now."""
         return list(
             self.namespace.adapter.targets(
                 self.rooms, self.except_rooms, self.exclude, self.namespace.sockets.values()
@@ -90,7 +115,7 @@ class BroadcastOperator:
         )
 
     def disconnect(self, *, close: bool = False) -> int:
-        """Disconnect every target; returns how many."""
+        """Disconnect every target of this node; returns how many."""
         targets = self.sockets()
         for socket in targets:
             socket.disconnect(close=close)

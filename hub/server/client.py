@@ -17,12 +17,14 @@ import trio
 
 from hub.errors import LocalProtocolError, SocketIOError
 from hub.protocol import Ack, Connect, ConnectError, Decoder, Disconnect, Event, Packet
+from hub.server.forwarded import client_address
+from hub.server.observer import notify
 from hub.server.socket import ConnectionRefused, Handshake, Socket, encode_outgoing
 
 if TYPE_CHECKING:
     from hub.server.namespace import Namespace
     from hub.server.server import Server
-    from hub.transport.engine import EngineSocket
+    from hub.transport.engine import Alarm, EngineSocket
 
 __all__ = ["Client"]
 
@@ -32,13 +34,25 @@ log = logging.getLogger("hub.server")
 class Client:
     """The Socket.IO side of one Engine.IO session."""
 
+    # One per connection, thousands at once: slots, and no set until a CONNECT is handled.
+    __slots__ = (
+        "_closed",
+        "_connect_alarm",
+        "_connecting",
+        "decoder",
+        "engine",
+        "server",
+        "sockets",
+    )
+
     def __init__(self, server: Server, engine: EngineSocket) -> None:
         self.server = server
         self.engine = engine
         self.decoder = Decoder(max_attachments=server.options.max_attachments)
         self.sockets: dict[str, Socket] = {}
-        self._connecting: set[str] = set()
+        self._connecting: set[str] | None = None  # namespaces whose connect handler runs
         self._closed = False
+        self._connect_alarm: Alarm | None = None
 
     @property
     def nursery(self) -> trio.Nursery:
@@ -48,7 +62,7 @@ class Client:
 
     def start_connect_timeout(self) -> None:
         deadline = trio.current_time() + self.server.options.connect_timeout
-        self.engine.call_at(deadline, self._connect_timed_out)
+        self._connect_alarm = self.engine.call_at(deadline, self._connect_timed_out)
 
     def _connect_timed_out(self) -> None:
         if not self.sockets and not self._connecting and not self.engine.closed:
@@ -93,23 +107,28 @@ class Client:
         if namespace is None:
             self._send(ConnectError({"message": "Invalid namespace"}, namespace=name))
             return
-        if name in self.sockets or name in self._connecting:
+        connecting = self._connecting
+        if name in self.sockets or (connecting is not None and name in connecting):
             return  # already connected or connecting: nothing new to say
         request = self.engine.request
         handshake = Handshake(
             headers=request.headers,
             query=request.query,
             auth=packet.data if packet.data is not None else {},
-            address=request.client[0],
+            address=client_address(request.client[0], request.headers, self.server.trusted_proxies),
         )
         socket = Socket(namespace, self, handshake)
-        self._connecting.add(name)
+        if connecting is None:
+            connecting = self._connecting = set()
+        connecting.add(name)
         self.nursery.start_soon(self._connect, namespace, socket)
 
     async def _connect(self, namespace: Namespace, socket: Socket) -> None:
         try:
             await namespace._run_connect(socket, socket.handshake.auth)
         except ConnectionRefused as refusal:
+            if namespace.observers:
+                notify(namespace.observers, "on_refuse", socket, refusal.payload())
             socket._release()  # rooms joined by a middleware before the refusal
             self._send(ConnectError(refusal.payload(), namespace=namespace.name))
             return
@@ -119,11 +138,19 @@ class Client:
             self._send(ConnectError({"message": "Internal server error"}, namespace=namespace.name))
             return
         finally:
-            self._connecting.discard(namespace.name)
+            connecting = self._connecting
+            if connecting is not None:
+                connecting.discard(namespace.name)
+                if not connecting:
+                    self._connecting = None
         if self.engine.closed:
             socket._release()
             return
         self.sockets[namespace.name] = socket
+        if self._connect_alarm is not None:
+            # As socket.io: the first namespace connected, the connect timeout is over.
+            self._connect_alarm.cancel()
+            self._connect_alarm = None
         namespace.sockets[socket.id] = socket
         socket.connected = True
         socket.join(socket.id)
@@ -131,10 +158,15 @@ class Client:
         pending, socket._pre_connect = socket._pre_connect or [], None
         for messages in pending:
             socket._send_encoded(messages)
+        if namespace.observers:
+            notify(namespace.observers, "on_connect", socket)
         if socket._disconnect_when_connected is not None:
             socket.disconnect(close=socket._disconnect_when_connected)
 
     def _on_event(self, socket: Socket, packet: Event) -> None:
+        self.server.stats.events_in += 1
+        if socket.namespace.observers:
+            notify(socket.namespace.observers, "on_event", socket, packet.name, packet.args)
         handler = socket.namespace.handlers.get(packet.name)
         if handler is None:
             handler = socket.namespace.handlers.get("*")
@@ -184,6 +216,8 @@ class Client:
             return
         del self.sockets[name]
         socket.namespace.sockets.pop(socket.id, None)
+        if socket.namespace.observers:
+            notify(socket.namespace.observers, "on_disconnect", socket, reason)
         socket._release()
         self.nursery.start_soon(socket.namespace._run_disconnect, socket, reason)
 
@@ -193,6 +227,8 @@ class Client:
         self.sockets.clear()
         for socket in sockets:
             socket.namespace.sockets.pop(socket.id, None)
+            if socket.namespace.observers:
+                notify(socket.namespace.observers, "on_disconnect", socket, reason)
             socket._release()
         for socket in sockets:
             await socket.namespace._run_disconnect(socket, reason)

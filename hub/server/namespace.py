@@ -5,11 +5,15 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from hub.server.adapter import LocalAdapter
 from hub.server.broadcast import BroadcastOperator
+from hub.server.observer import Observer
 from hub.server.socket import Socket
+
+if TYPE_CHECKING:
+    from hub.cluster.link import ClusterNamespace
 
 __all__ = ["Handler", "Middleware", "Namespace"]
 
@@ -41,6 +45,11 @@ class Namespace:
         self.middleware: list[Middleware] = template.middleware if template else []
         self.sockets: dict[str, Socket] = {}
         self.adapter = LocalAdapter()
+        # Its link to the other nodes, when the server has a cluster (Server(cluster=...)):
+        # broadcasts are handed to it after local delivery (hub.cluster.link).
+        self.cluster: ClusterNamespace | None = None
+        # The server's observers (hub.server.observer): the server's own list, shared.
+        self.observers: list[Observer] = []
 
     def __repr__(self) -> str:
         return f"<Namespace {self.name}>"

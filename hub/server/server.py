@@ -26,7 +26,7 @@ import gc
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import attrs
 import trio
@@ -35,12 +35,18 @@ from hub.engineio.session import SessionOptions
 from hub.server.adapter import DEFAULT_SLICE
 from hub.server.broadcast import BroadcastOperator
 from hub.server.client import Client
+from hub.server.forwarded import trusted_networks
 from hub.server.namespace import Handler, Middleware, Namespace
+from hub.server.observer import Observer, notify
+from hub.server.stats import Stats
 from hub.transport.asgi import ASGIApp
 from hub.transport.engine import Cors, EngineOptions, EngineServer, EngineSocket
 from hub.transport.http import App
 from hub.transport.native import Limits, serve
 from hub.transport.router import Router
+
+if TYPE_CHECKING:
+    from hub.cluster.redis import RedisCluster
 
 __all__ = ["Server", "ServerOptions"]
 
@@ -49,6 +55,9 @@ log = logging.getLogger("hub.server")
 H = TypeVar("H", bound=Handler)
 
 NamespaceMatcher = str | re.Pattern[str] | Callable[[str], bool]
+
+NODE_ID = r"[A-Za-z0-9_-]{1,32}"
+"""What a node id may be: URL-safe, without the "." that ends it in a session id."""
 
 
 @attrs.frozen
@@ -74,6 +83,14 @@ class ServerOptions:
     # default in the library (frozen objects are never collected: a test process starting many
     # servers would keep them all); the hub turns it on.
     freeze_gc: bool = False
+    # Several nodes behind one proxy: every Engine.IO session id starts with "<node_id>." so the
+    # proxy can send each request of a session to the node that holds it (see nginx/hub.conf).
+    node_id: str | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.matches_re(NODE_ID))
+    )
+    # Proxies (addresses or networks) whose X-Forwarded-For / X-Real-IP give the client's
+    # address in ``socket.handshake.address`` (hub.server.forwarded); nobody else's are believed.
+    trusted_proxies: tuple[str, ...] = ()
     # A broadcast to more sockets than this is written in slices of this many, yielding to the
     # scheduler in between (hub.server.adapter).
     broadcast_slice: int = attrs.field(default=DEFAULT_SLICE, validator=attrs.validators.ge(1))
@@ -90,6 +107,7 @@ class ServerOptions:
             ),
             cors=Cors(self.cors_origins, self.cors_credentials),
             transports=self.transports,
+            sid_prefix=f"{self.node_id}." if self.node_id else "",
         )
 
     def limits(self) -> Limits:
@@ -105,15 +123,32 @@ class Server:
 
     Args:
         options: a :class:`ServerOptions`; or give its fields as keyword arguments.
+        cluster: a :class:`hub.cluster.RedisCluster` shared with the other nodes: broadcasts
+            reach their sockets too, and ``server.to(...).everywhere`` acts on every node. The
+            server runs it while it runs (:meth:`serve`, :meth:`run`).
 
     The main namespace ``/`` always exists; :meth:`of` adds others, by name or by pattern.
     ``server.on(...)``, ``server.use(...)``, ``server.emit(...)`` and ``server.to(...)`` act on
     the main namespace.
     """
 
-    def __init__(self, options: ServerOptions | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        options: ServerOptions | None = None,
+        *,
+        cluster: RedisCluster | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.options = options or ServerOptions(**kwargs)
+        self.cluster = cluster
+        self.trusted_proxies = trusted_networks(self.options.trusted_proxies)
         self.engine = EngineServer(self, self.options.engine_options())
+        # Totals since start (hub.server.stats), shared by every namespace's adapter; the
+        # bytes and upgrades are the engine's (``engine.stats``).
+        self.stats = Stats()
+        # Tools that watch the server (hub.server.observer), registered before it runs; every
+        # namespace shares this list. Empty, each hook costs one test.
+        self.observers: list[Observer] = []
         self._nursery: trio.Nursery | None = None
         self.namespaces: dict[str, Namespace] = {"/": self._adopt(Namespace("/"))}
         self._patterns: list[tuple[NamespaceMatcher, Namespace]] = []
@@ -212,9 +247,12 @@ class Server:
     # -- Engine.IO handler -----------------------------------------------------------------
 
     def on_open(self, socket: EngineSocket) -> None:
+        self.stats.connection_opened(socket.transport)
         client = Client(self, socket)
         socket.data = client
         client.start_connect_timeout()
+        if self.observers:
+            notify(self.observers, "on_open", socket)
 
     def on_message(self, socket: EngineSocket, data: str | bytes) -> None:
         client = socket.data
@@ -222,6 +260,9 @@ class Server:
         client.on_message(data)
 
     async def on_close(self, socket: EngineSocket, reason: str) -> None:
+        self.stats.connection_closed(reason)
+        if self.observers:
+            notify(self.observers, "on_close", socket, reason)
         client = socket.data
         if isinstance(client, Client):
             await client.on_close(reason)
@@ -251,6 +292,8 @@ class Server:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.engine.run)
             self._start_deliveries(nursery)
+            if self.cluster is not None:
+                await nursery.start(self.cluster.run)
             task_status.started()
 
     def _start_deliveries(self, nursery: trio.Nursery) -> None:
@@ -259,10 +302,16 @@ class Server:
         self._nursery = nursery
         for namespace in self.namespaces.values():
             namespace.adapter.nursery = nursery
+        if self.observers:
+            notify(self.observers, "on_serve", nursery)
 
     def _adopt(self, namespace: Namespace) -> Namespace:
+        namespace.observers = self.observers
         namespace.adapter.nursery = self._nursery
         namespace.adapter.slice_size = self.options.broadcast_slice
+        namespace.adapter.stats = self.stats
+        if self.cluster is not None:
+            namespace.cluster = self.cluster.attach(namespace)
         return namespace
 
     async def serve(
@@ -279,8 +328,14 @@ class Server:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.engine.run)
             self._start_deliveries(nursery)
+            if self.cluster is not None:
+                # Subscribed (or Redis found unreachable) before the first client comes.
+                await nursery.start(self.cluster.run)
             bound = await nursery.start(
-                functools.partial(serve, limits=self.options.limits()), self.app, host, port
+                functools.partial(serve, limits=self.options.limits(), stats=self.engine.stats),
+                self.app,
+                host,
+                port,
             )
             log.info("Socket.IO server on http://%s:%d%s", bound[0], bound[1], self.options.path)
             if self.options.freeze_gc:

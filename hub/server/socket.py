@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import secrets
 import time
 from collections.abc import Iterable
@@ -13,6 +12,7 @@ import trio
 
 from hub.engineio.outgoing import Outgoing
 from hub.protocol import Ack, Disconnect, Event, Packet, encode
+from hub.server.observer import notify
 
 if TYPE_CHECKING:
     from hub.server.broadcast import BroadcastOperator
@@ -54,7 +54,8 @@ class Handshake:
         headers: request headers (lower-case names).
         query: query parameters of the Engine.IO handshake.
         auth: the CONNECT payload (socket.io-client's ``auth`` option), ``{}`` when none.
-        address: the client's IP address.
+        address: the client's IP address: the TCP peer's, or the one a trusted proxy forwarded
+            (``ServerOptions.trusted_proxies``, :mod:`hub.server.forwarded`).
         issued: when the connection was made (seconds since the epoch).
     """
 
@@ -90,6 +91,22 @@ class Socket:
         connected: True between the CONNECT the server sent and the disconnect.
     """
 
+    # One per client and namespace, thousands at once: slots, and no ack table until a call.
+    __slots__ = (
+        "_acks",
+        "_disconnect_when_connected",
+        "_next_ack_id",
+        "_pre_connect",
+        "_released",
+        "client",
+        "connected",
+        "data",
+        "handshake",
+        "id",
+        "namespace",
+        "rooms",
+    )
+
     def __init__(self, namespace: Namespace, client: Client, handshake: Handshake) -> None:
         self.id = secrets.token_urlsafe(15)
         self.namespace = namespace
@@ -101,8 +118,8 @@ class Socket:
         self._pre_connect: list[list[Outgoing]] | None = []
         self._disconnect_when_connected: bool | None = None
         self._released = False
-        self._ack_ids = itertools.count()
-        self._acks: dict[int, _PendingAck] = {}
+        self._next_ack_id = 0
+        self._acks: dict[int, _PendingAck] | None = None  # the calls waiting for their ack
 
     def __repr__(self) -> str:
         return f"<Socket {self.id} {self.namespace.name}>"
@@ -170,6 +187,9 @@ class Socket:
             hub.errors.LocalProtocolError: the event or arguments cannot be encoded.
         """
         self._send(Event(event, args, namespace=self.namespace.name))
+        self.namespace.adapter.stats.events_out += 1
+        if self.namespace.observers:
+            notify(self.namespace.observers, "on_emit", self, event, args)
 
     async def call(self, event: str, *args: Any, timeout: float = 10.0) -> tuple[Any, ...]:
         """Send an event that asks for an acknowledgement, and wait for it.
@@ -180,11 +200,16 @@ class Socket:
         Raises:
             AckTimeout: no acknowledgement within ``timeout`` seconds (or the socket is gone).
         """
-        ack_id = next(self._ack_ids)
+        ack_id = self._next_ack_id
+        self._next_ack_id += 1
         pending = _PendingAck()
-        self._acks[ack_id] = pending
+        acks = self._acks
+        if acks is None:
+            acks = self._acks = {}
+        acks[ack_id] = pending
         try:
             self._send(Event(event, args, namespace=self.namespace.name, id=ack_id))
+            self.namespace.adapter.stats.events_out += 1
             with trio.move_on_after(timeout):
                 await pending.done.wait()
             if not pending.done.is_set():
@@ -193,10 +218,11 @@ class Socket:
                 raise AckTimeout(f"socket disconnected before acknowledging {event!r}")
             return pending.args
         finally:
-            self._acks.pop(ack_id, None)
+            if self._acks is not None:
+                self._acks.pop(ack_id, None)
 
     def _on_ack(self, packet: Ack) -> None:
-        pending = self._acks.get(packet.id)
+        pending = self._acks.get(packet.id) if self._acks is not None else None
         if pending is None or pending.done.is_set():
             return  # late (timed out) or unknown: socket.io drops it too
         pending.args = packet.args
@@ -221,6 +247,8 @@ class Socket:
             if room not in self.rooms:
                 self.rooms.add(room)
                 self.namespace.adapter.add(self, room)
+                if self.namespace.observers:
+                    notify(self.namespace.observers, "on_join", self, room)
 
     def leave(self, *rooms: str) -> None:
         """Leave rooms."""
@@ -228,6 +256,8 @@ class Socket:
             if room in self.rooms:
                 self.rooms.discard(room)
                 self.namespace.adapter.remove(self, room)
+                if self.namespace.observers:
+                    notify(self.namespace.observers, "on_leave", self, room)
 
     def to(self, *rooms: str | Iterable[str]) -> BroadcastOperator:
         """A broadcast to ``rooms`` that leaves this socket out (as socket.io's ``socket.to``)."""
@@ -258,7 +288,7 @@ class Socket:
         self._released = True
         self.namespace.adapter.remove_all(self, self.rooms)
         self.rooms.clear()
-        for pending in self._acks.values():
+        acks, self._acks = self._acks, None
+        for pending in (acks or {}).values():
             pending.lost = True
             pending.done.set()
-        self._acks.clear()

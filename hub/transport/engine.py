@@ -3,8 +3,11 @@
 :class:`EngineServer` answers the HTTP requests and WebSockets of its path, drives each
 :class:`~hub.engineio.Session` (the sans-I/O state machine) with real time, and hands messages to
 an :class:`EngineHandler` (the Socket.IO server, or the bare echo endpoint of the conformance
-app). Each session runs in its own nursery (its heartbeat and the tasks the handler starts), under
-the engine's nursery; a WebSocket's reader runs in its connection's task.
+app). A session opened over long-polling runs in a task and nursery of its own, under the
+engine's nursery. A session opened on a WebSocket has no task of its own: it runs in its
+connection's task (the reader), and the handler's tasks run in the connection's nursery (the
+native server's; under ASGI, one opened in that task). Every session's deadlines (heartbeat,
+alarms) are kept by the endpoint's one timer task (:mod:`hub.transport.timers`).
 
 A peer's mistake ends its session only, with engine.io's HTTP 400 answer
 (``{"code": N, "message": "..."}``) or a WebSocket close, and one log line.
@@ -13,6 +16,7 @@ A peer's mistake ends its session only, with engine.io's HTTP 400 answer
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -24,10 +28,11 @@ from hub.engineio.outgoing import Outgoing
 from hub.engineio.packets import Packet, PacketType, decode_packet, decode_payload
 from hub.engineio.session import Incoming, Session, SessionOptions, State, Transport
 from hub.errors import EngineErrorCode, EngineIOError
+from hub.transport.counters import TransportStats
 from hub.transport.http import Request, Response, WebSocket, WebSocketClosed
 from hub.transport.timers import Timers
 
-__all__ = ["Cors", "EngineHandler", "EngineOptions", "EngineServer", "EngineSocket"]
+__all__ = ["Alarm", "Cors", "EngineHandler", "EngineOptions", "EngineServer", "EngineSocket"]
 
 log = logging.getLogger("hub.engineio")
 
@@ -86,6 +91,9 @@ class EngineOptions:
     session: SessionOptions = attrs.field(factory=SessionOptions)
     cors: Cors = attrs.field(factory=Cors)
     transports: tuple[str, ...] = ("polling", "websocket")
+    # Put before every session id (``"n1."``): a proxy in front of several nodes reads it in the
+    # ``sid`` query parameter and sends each request of a session to the node that holds it.
+    sid_prefix: str = ""
 
 
 class EngineHandler(Protocol):
@@ -115,9 +123,35 @@ class EngineSocket:
     Attributes:
         sid: the session id.
         request: the request that opened the session (headers, query, client address).
-        nursery: the session's nursery; tasks started here end with the session.
+        nursery: the session's nursery; tasks started here end with the session. A session
+            opened on a native WebSocket shares its connection's nursery and task (no task of
+            its own); one opened over polling has its own task and nursery.
         data: free for the handler's use.
     """
+
+    # Thousands of these live at once: slots, and the events made only when someone waits.
+    __slots__ = (
+        "_alarm",
+        "_alarms",
+        "_changed",
+        "_closing",
+        "_ended",
+        "_ended_event",
+        "_handler_closed",
+        "_handler_event",
+        "_inline",
+        "_probe_ws",
+        "_server",
+        "_ws",
+        "data",
+        "nursery",
+        "request",
+        "session",
+        "sid",
+        "timer_deadline",
+        "write_frame",
+        "write_volatile",
+    )
 
     def __init__(self, server: EngineServer, session: Session, request: Request) -> None:
         self._server = server
@@ -128,11 +162,19 @@ class EngineSocket:
         self.data: object = None
         self._ws: WebSocket | None = None
         self._probe_ws: WebSocket | None = None
-        self._changed = trio.Event()
-        self._ended = trio.Event()
-        self.timer_deadline = float("inf")  # kept by the endpoint's Timers
-        self._alarm = float("inf")
-        self._alarm_callback: Callable[[], None] | None = None
+        self._changed: trio.Event | None = None  # set (and dropped) at the next change
+        self._ended = False
+        self._ended_event: trio.Event | None = None  # set when the session ends
+        # The session runs in its WebSocket connection's task (``handle_websocket``): at its
+        # end the handler's on_close runs in a task of that nursery, which sets these.
+        self._inline = False
+        self._handler_closed = False
+        self._handler_event: trio.Event | None = None
+        self.timer_deadline = math.inf  # kept by the endpoint's Timers
+        # The earliest of the alarms' deadlines (math.inf, not float("inf"): one float object
+        # for all the sessions, not one each).
+        self._alarm = math.inf
+        self._alarms: list[Alarm] | None = None
         self._closing: str | None = None  # closed by the server; the last GET is on its way
         # The delivery fast path: writes a WebSocket frame straight to the connection's stream
         # while the session is open on a native WebSocket; None otherwise (then send_nowait).
@@ -235,8 +277,17 @@ class EngineSocket:
         self._end(reason)
 
     def _wake(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        changed = self._changed
+        if changed is not None:
+            self._changed = None
+            changed.set()
+
+    def _next_change(self) -> trio.Event:
+        """An event set at the next change of the session (a packet queued, its end...)."""
+        changed = self._changed
+        if changed is None:
+            changed = self._changed = trio.Event()
+        return changed
 
     def _rearm(self) -> None:
         if not self.session.closed:
@@ -246,14 +297,47 @@ class EngineSocket:
         """The session is over (if it was not already); wake everything that waits on it."""
         self.session.close(reason)
         self.write_frame = self.write_volatile = None
-        if not self._ended.is_set():
-            self._ended.set()
-            self._server._timers.schedule(self, float("inf"))
+        if not self._ended:
+            self._ended = True
+            self._server._timers.schedule(self, math.inf)
             self._wake()
             for ws in (self._ws, self._probe_ws):
                 if ws is not None:
                     ws.close_nowait(1000)
             self._server._forget(self)
+            if self._ended_event is not None:
+                self._ended_event.set()
+            if self._inline:
+                self._start_close_handler()
+
+    def _start_close_handler(self) -> None:
+        # At once, even while the connection's reader still waits for the client's close frame.
+        nursery = self.nursery
+        try:
+            if nursery is None:
+                raise RuntimeError("no nursery")
+            nursery.start_soon(self._close_handler)
+        except RuntimeError:
+            self._handler_closed = True  # the connection is gone already: nothing to wait for
+            if self._handler_event is not None:
+                self._handler_event.set()
+
+    async def _close_handler(self) -> None:
+        try:
+            with trio.CancelScope(shield=True), trio.move_on_after(10):
+                reason = self.session.close_reason or "transport close"
+                await self._server.handler.on_close(self, reason)
+        finally:
+            self._handler_closed = True
+            if self._handler_event is not None:
+                self._handler_event.set()
+
+    async def _handler_closing(self) -> None:
+        """Wait until the handler's on_close has returned (an inline session's end)."""
+        if not self._handler_closed:
+            if self._handler_event is None:
+                self._handler_event = trio.Event()
+            await self._handler_event.wait()
 
     async def _run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The session's own nursery: heartbeat and the handler's tasks."""
@@ -264,7 +348,9 @@ class EngineSocket:
                 task_status.started()
                 handler.on_open(self)
                 self._rearm()  # the endpoint's Timers keep its deadlines from now on
-                await self._ended.wait()
+                if not self._ended:
+                    self._ended_event = trio.Event()
+                    await self._ended_event.wait()
                 with trio.CancelScope(shield=True), trio.move_on_after(10):
                     await handler.on_close(self, self.session.close_reason or "transport close")
                 nursery.cancel_scope.cancel()
@@ -275,14 +361,43 @@ class EngineSocket:
         finally:
             self._end(self.session.close_reason or "server shutting down")
 
-    def call_at(self, deadline: float, callback: Callable[[], None]) -> None:
+    def call_at(self, deadline: float, callback: Callable[[], None]) -> Alarm:
         """Call ``callback`` at ``deadline`` (trio time) unless the session ended first.
 
-        One alarm per session, kept with its other deadlines: a later call replaces it.
+        The alarms are kept with the session's other deadlines by the endpoint's one timer
+        task: no task, no cancel scope per alarm (a connect timeout, a token's expiry...).
+
+        Returns:
+            The alarm; its :meth:`Alarm.cancel` takes it back.
         """
-        self._alarm = deadline
-        self._alarm_callback = callback
-        self._rearm()
+        alarm = Alarm(self, deadline, callback)
+        if self._alarms is None:
+            self._alarms = [alarm]
+        else:
+            self._alarms.append(alarm)
+        if deadline < self._alarm:
+            self._alarm = deadline
+            self._rearm()
+        return alarm
+
+    def _forget_alarm(self, alarm: Alarm) -> None:
+        alarms = self._alarms
+        if alarms is None or alarm not in alarms:
+            return
+        alarms.remove(alarm)
+        self._alarms = alarms or None
+        self._alarm = min((a.deadline for a in alarms), default=math.inf)
+
+    def _ring(self, now: float) -> None:
+        """Call the alarms due at ``now``, earliest first."""
+        alarms = self._alarms or []
+        due = sorted((a for a in alarms if a.deadline <= now), key=lambda a: a.deadline)
+        for alarm in due:
+            self._forget_alarm(alarm)
+        for alarm in due:
+            if self.session.closed:
+                return
+            alarm.callback()
 
     def _next_deadline(self) -> float:
         return min(self.session.next_deadline(), self._alarm)
@@ -294,10 +409,7 @@ class EngineSocket:
         if session.closed:
             return
         if now >= self._alarm:
-            callback, self._alarm_callback = self._alarm_callback, None
-            self._alarm = float("inf")
-            if callback is not None:
-                callback()
+            self._ring(now)
             if session.closed:
                 return
         was_upgrading = session.state is State.UPGRADING
@@ -328,6 +440,21 @@ class EngineSocket:
         return incoming
 
 
+class Alarm:
+    """A callback due at a time, kept by its session (:meth:`EngineSocket.call_at`)."""
+
+    __slots__ = ("_socket", "callback", "deadline")
+
+    def __init__(self, socket: EngineSocket, deadline: float, callback: Callable[[], None]) -> None:
+        self._socket = socket
+        self.deadline = deadline
+        self.callback = callback
+
+    def cancel(self) -> None:
+        """Take the alarm back (nothing happens if it rang already)."""
+        self._socket._forget_alarm(self)
+
+
 class EngineServer:
     """The Engine.IO endpoint of one path.
 
@@ -346,6 +473,8 @@ class EngineServer:
             options = attrs.evolve(options, session=session)
         self.options = options
         self.sockets: dict[str, EngineSocket] = {}
+        # Upgrades, and the bytes of the listener that serves this endpoint (Server.serve).
+        self.stats = TransportStats()
         self._nursery: trio.Nursery | None = None
         self._timers = Timers()
         # Sessions that the client closed over polling while no GET was waiting, with the time
@@ -380,14 +509,22 @@ class EngineServer:
             }
             self._closed_by_client[socket.sid] = now + 1.0
 
-    async def _open(self, request: Request, transport: Transport) -> EngineSocket:
+    async def _open(
+        self, request: Request, transport: Transport, *, task: bool = True
+    ) -> EngineSocket:
+        """A new session; with ``task``, running in a task of its own (else the caller runs it:
+        ``_run_websocket``)."""
         if self._nursery is None:
             raise RuntimeError("EngineServer.run() is not running")
-        sid = secrets.token_urlsafe(15)
+        # 20 URL-safe characters (``[A-Za-z0-9_-]``), after the node's prefix if there is one.
+        sid = self.options.sid_prefix + secrets.token_urlsafe(15)
         session = Session(sid, transport, self.options.session, now=trio.current_time())
         socket = EngineSocket(self, session, request)
         self.sockets[sid] = socket
-        await self._nursery.start(socket._run)
+        if task:
+            await self._nursery.start(socket._run)
+        else:
+            await trio.lowlevel.checkpoint()
         return socket
 
     # -- checks common to both transports -------------------------------------------------
@@ -467,7 +604,7 @@ class EngineServer:
                 # GET is refused like any after the upgrade; otherwise it gets a noop.
                 with trio.move_on_after(0.1):
                     while session.state is State.UPGRADING:
-                        await socket._changed.wait()
+                        await socket._next_change().wait()
                 if session.transport is Transport.WEBSOCKET:
                     return _error(EngineErrorCode.BAD_REQUEST, "session upgraded")
             while True:
@@ -483,7 +620,7 @@ class EngineServer:
                 if socket._closing is not None:
                     socket._end(socket._closing)
                     return Response.text(200, "1")
-                changed = socket._changed
+                changed = socket._next_change()
                 async with trio.open_nursery() as nursery:
 
                     async def wait_disconnect(nursery: trio.Nursery = nursery) -> None:
@@ -536,11 +673,22 @@ class EngineServer:
             return
         sid = request.query.get("sid")
         if sid is None:
+            # A session opened on a WebSocket runs in this task (the connection's): no task of
+            # its own, and its nursery (for the handler's tasks) is the connection's when the
+            # WebSocket offers one (the native server's). When the session ends, the handler's
+            # on_close runs at once in a task of that nursery; the connection ends after it.
             await ws.accept()
-            socket = await self._open(request, Transport.WEBSOCKET)
-            socket._use_websocket(ws)
-            ws.send_nowait(Outgoing(socket.session.open_packet()))
-            await self._read_websocket(socket, ws)
+            socket = await self._open(request, Transport.WEBSOCKET, task=False)
+            nursery: trio.Nursery | None = getattr(ws, "nursery", None)
+            if nursery is None:
+                await self._serve_websocket(socket, ws)
+                return
+            try:
+                self._start_websocket(socket, ws, nursery)
+                await self._read_websocket(socket, ws)
+            finally:
+                socket._end(socket.session.close_reason or "server shutting down")
+            await socket._handler_closing()
             return
         existing = self.sockets.get(sid)
         if existing is None:
@@ -571,6 +719,11 @@ class EngineServer:
                     ws.send_nowait(_PROBE_REPLY)
                     socket._wake()
                 elif incoming is Incoming.UPGRADE:
+                    self.stats.upgrades += 1
+                    log.info(
+                        "connection upgraded",
+                        extra={"connection": socket.sid, "transport": "websocket"},
+                    )
                     socket._probe_ws = None
                     socket._use_websocket(ws)
                     for queued in session.take():
@@ -590,11 +743,44 @@ class EngineServer:
             return
         await self._read_websocket(socket, ws)
 
+    async def _serve_websocket(self, socket: EngineSocket, ws: WebSocket) -> None:
+        """A new session on a WebSocket without a nursery of its connection (under ASGI)."""
+        try:
+            async with trio.open_nursery() as nursery:
+                try:
+                    self._start_websocket(socket, ws, nursery)
+                    await self._read_websocket(socket, ws)
+                finally:
+                    socket._end(socket.session.close_reason or "server shutting down")
+                await socket._handler_closing()
+                nursery.cancel_scope.cancel()
+        except* Exception:
+            # A bug in the handler's tasks: this session ends, the server goes on.
+            log.exception("session %s failed", socket.sid)
+            socket.session.close("server error")
+        finally:
+            socket._end(socket.session.close_reason or "server shutting down")
+
+    def _start_websocket(self, socket: EngineSocket, ws: WebSocket, nursery: trio.Nursery) -> None:
+        socket.nursery = nursery
+        socket._inline = True
+        self.handler.on_open(socket)
+        socket._rearm()  # the endpoint's Timers keep its deadlines from now on
+        socket._use_websocket(ws)
+        ws.send_nowait(Outgoing(socket.session.open_packet()))
+
     async def _read_websocket(self, socket: EngineSocket, ws: WebSocket) -> None:
         reason = "transport close"
+        session = socket.session
         try:
-            while not socket.closed:
+            while not session.closed:
                 message = await ws.receive()
+                if message == "3":
+                    # A pong, the one message every client sends every pingInterval: straight
+                    # to the session, without a packet object.
+                    if session.receive_pong(trio.current_time()):
+                        socket._rearm()
+                    continue
                 socket._receive(decode_packet(message), via=Transport.WEBSOCKET)
         except WebSocketClosed as exc:
             # As engine.io: the connection going away (with or without a close frame) is a

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import urllib.parse
+from sys import intern
 from typing import Protocol
 
 import attrs
@@ -23,6 +24,29 @@ __all__ = [
     "WebSocket",
     "WebSocketClosed",
 ]
+
+
+# A WebSocket's request lives as long as the connection (its headers are the Socket.IO
+# handshake's), so the strings that thousands of connections have in common are shared
+# (``sys.intern``): header and query names, and the values of these, which are alike for every
+# client of one application. Values that differ per client (cookies, keys) are not.
+_SHARED_HEADERS = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "cache-control",
+        "connection",
+        "host",
+        "origin",
+        "pragma",
+        "sec-websocket-extensions",
+        "sec-websocket-version",
+        "upgrade",
+        "user-agent",
+    }
+)
+_SHARED_QUERY = frozenset({"EIO", "transport"})
 
 
 @attrs.define(eq=False)
@@ -49,9 +73,18 @@ class Request:
     headers: dict[str, str]
     body: bytes = b""
     client: tuple[str, int] = ("", 0)
-    disconnected: trio.Event = attrs.field(factory=trio.Event)
+    # Made on first use: the request that opened a WebSocket lives as long as it does, and
+    # nobody ever waits on its event.
+    _disconnected: trio.Event | None = attrs.field(default=None, alias="disconnected")
     body_too_large: bool = False
     raw_path: str = ""
+
+    @property
+    def disconnected(self) -> trio.Event:
+        event = self._disconnected
+        if event is None:
+            event = self._disconnected = trio.Event()
+        return event
 
     @classmethod
     def build(
@@ -66,14 +99,17 @@ class Request:
         path, _, query_string = target.partition("?")
         query: dict[str, str] = {}
         for name, value in urllib.parse.parse_qsl(query_string, keep_blank_values=True):
-            query.setdefault(name, value)
+            query.setdefault(intern(name), intern(value) if name in _SHARED_QUERY else value)
         merged: dict[str, str] = {}
         for name, value in headers:
-            key = name.lower()
-            merged[key] = f"{merged[key]}, {value}" if key in merged else value
+            key = intern(name.lower())
+            if key in merged:
+                merged[key] = f"{merged[key]}, {value}"
+            else:
+                merged[key] = intern(value) if key in _SHARED_HEADERS else value
         return cls(
-            method=method.upper(),
-            path=urllib.parse.unquote(path),
+            method=intern(method.upper()),
+            path=intern(urllib.parse.unquote(path)),
             query=query,
             headers=merged,
             body=body,

@@ -1,4 +1,4 @@
-"""The native server: trio + h11 + wsproto on sockets that hub owns.
+"""The native server: trio + h11 (+ hub's own WebSocket frames) on sockets that hub owns.
 
 :func:`serve` accepts TCP connections and runs each in its own nursery (a writer task beside the
 HTTP/1.1 or WebSocket reader that the connection's task runs). Resources and errors, in the
@@ -9,23 +9,20 @@ log line; the listener socket is closed when :func:`serve` is cancelled.
 from __future__ import annotations
 
 import base64
-import collections
 import hashlib
 import logging
 import socket
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 import h11
 import trio
-import wsproto
-import wsproto.events as ws_events
-from wsproto.connection import ConnectionState, ConnectionType
-from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
 from hub.engineio.outgoing import Outgoing, encode_frame
+from hub.transport.counters import TransportStats
+from hub.transport.frames import Close, FrameError, FrameReader, Ping
 from hub.transport.http import App, Request, Response, WebSocketClosed
 from hub.transport.stream import RawStream, StreamClosed
 
@@ -35,7 +32,8 @@ log = logging.getLogger("hub.transport")
 
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 # RFC 6455 7.4.1: 1008, "a message that violates its policy": here, reading too slowly.
-_SLOW_CONSUMER_CLOSE = encode_frame(0x8, (1008).to_bytes(2, "big") + b"slow consumer")
+_CLOSE, _PONG = 0x8, 0xA
+_SLOW_CONSUMER_CLOSE = encode_frame(_CLOSE, (1008).to_bytes(2, "big") + b"slow consumer")
 
 
 @attrs.frozen
@@ -72,6 +70,7 @@ async def serve(
     port: int = 0,
     *,
     limits: Limits | None = None,
+    stats: TransportStats | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on ``host:port`` until cancelled.
@@ -80,13 +79,19 @@ async def serve(
         app: the handler of requests and WebSockets.
         host, port: where to listen; port 0 picks a free port.
         limits: per-connection limits.
+        stats: where the connections add up the bytes they read and send.
         task_status: started with the bound ``(host, port)``.
     """
     listener = open_listener(host, port)
     try:
         bound = listener.getsockname()
         await serve_listener(
-            app, listener, limits=limits, task_status=task_status, bound=(bound[0], bound[1])
+            app,
+            listener,
+            limits=limits,
+            stats=stats,
+            task_status=task_status,
+            bound=(bound[0], bound[1]),
         )
     finally:
         listener.close()
@@ -97,11 +102,13 @@ async def serve_listener(
     listener: socket.socket,
     *,
     limits: Limits | None = None,
+    stats: TransportStats | None = None,
     bound: tuple[str, int] | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept on ``listener`` (non-blocking, listening) and serve each connection."""
     limits = limits or Limits()
+    stats = stats if stats is not None else TransportStats()
     if bound is None:
         name = listener.getsockname()
         bound = (name[0], name[1])
@@ -120,19 +127,39 @@ async def serve_listener(
                         log.warning("accept failed: %s", exc)
                         await trio.sleep(0.05)
                         break
-                    nursery.start_soon(_serve_connection, app, RawStream(conn), limits)
+                    stream = RawStream(conn, max_buffered=limits.max_buffered, stats=stats)
+                    nursery.start_soon(_serve_connection, app, stream, limits)
         finally:
             trio.lowlevel.notify_closing(listener)
 
 
 async def _serve_connection(app: App, stream: RawStream, limits: Limits) -> None:
-    """One TCP connection: a writer task and the HTTP reader, in the connection's nursery."""
-    connection = _HttpConnection(app, stream, limits)
+    """One TCP connection: a writer task and the HTTP reader, in the connection's nursery.
+
+    After a WebSocket upgrade the HTTP/1.1 state is dropped: an idle WebSocket holds only its
+    stream, its frame reader and what the app keeps (the Engine.IO session, which runs its
+    tasks in this same nursery).
+    """
+    connection: _HttpConnection | None = _HttpConnection(app, stream, limits)
     try:
         async with trio.open_nursery() as nursery:
             stream.writer_nursery = nursery
             try:
-                await connection.run()
+                assert connection is not None
+                upgrade = await connection.run()
+                if upgrade is not None:
+                    connection = None
+                    # Here, not in a function of its own: one coroutine frame less per idle
+                    # WebSocket.
+                    websocket = NativeWebSocket(stream, *upgrade, limits, nursery)
+                    try:
+                        await app.handle_websocket(upgrade[0], websocket)
+                    except Exception:
+                        if not websocket.accepted and not websocket.closed:
+                            await websocket.reject(Response.text(500, "internal server error"))
+                        raise
+                    if websocket.accepted:
+                        await websocket.aclose()
             finally:
                 nursery.cancel_scope.cancel()
     except* StreamClosed:
@@ -140,7 +167,8 @@ async def _serve_connection(app: App, stream: RawStream, limits: Limits) -> None
     except* Exception:
         # A bug below us (the app's, or ours): this connection ends, nothing else does.
         log.exception("connection from %s:%d failed", *stream.peer)
-        connection._send_error(500, "internal server error")
+        if connection is not None:
+            connection._send_error(500, "internal server error")
     finally:
         await stream.aclose()
 
@@ -154,6 +182,7 @@ class _HttpConnection:
         self.limits = limits
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
         self.pending = b""
+        self.upgrade: tuple[Request, bytes] | None = None
 
     async def _next_event(self) -> Any:
         while True:
@@ -170,7 +199,13 @@ class _HttpConnection:
                 data = await self.stream.receive_some()
             self.h11.receive_data(data)
 
-    async def run(self) -> None:
+    async def run(self) -> tuple[Request, bytes] | None:
+        """Answer requests until the connection must end.
+
+        Returns:
+            A WebSocket upgrade, for the caller to serve once this object is dropped: the
+            request, and the bytes the client sent after it (its first frames, if any).
+        """
         first = True
         while True:
             timeout = self.limits.header_timeout if first else self.limits.keepalive_timeout
@@ -180,14 +215,15 @@ class _HttpConnection:
             if scope.cancelled_caught:
                 if self.h11.their_state is h11.SEND_BODY or self.pending:
                     self._send_error(408, "request timeout")
-                return  # idle past the keep-alive timeout, or slow to send the head
+                return None  # idle past the keep-alive timeout, or slow to send the head
             if not isinstance(event, h11.Request):
-                return
+                return None
             if await self._handle(event):
-                return
+                return self.upgrade
 
     async def _handle(self, head: h11.Request) -> bool:
-        """Answer one request. Returns True when the connection must end."""
+        """Answer one request. Returns True when the connection must end (or is upgraded:
+        then :attr:`upgrade` is set)."""
         target = head.target.decode("latin-1")
         headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in head.headers]
         method = head.method.decode("ascii")
@@ -197,11 +233,7 @@ class _HttpConnection:
             if self.h11.their_state is not h11.MIGHT_SWITCH_PROTOCOL:  # type: ignore[attr-defined]
                 return True
             trailing, _ = self.h11.trailing_data
-            websocket = NativeWebSocket(self, request, trailing)
-            await self.app.handle_websocket(request, websocket)
-            if not websocket.accepted:
-                return True
-            await websocket.aclose()
+            self.upgrade = (request, trailing)
             return True
         body = await self._read_body(limit=self.limits.max_body_bytes)
         if body is None:
@@ -311,28 +343,71 @@ def _is_websocket_upgrade(request: Request) -> bool:
     )
 
 
+def _closing_response(response: Response) -> bytes | None:
+    """The bytes of an HTTP/1.1 response after which the connection closes: the refusal of a
+    WebSocket handshake, written without the HTTP/1.1 state (dropped at the upgrade).
+
+    Returns:
+        None when a header would not be a valid header (a CR or LF in it).
+    """
+    lines = [b"HTTP/1.1 %d %s" % (response.status, _reason(response.status))]
+    for name, value in (*response.headers, ("Connection", "close")):
+        if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
+            return None
+        if name.lower() != "connection":
+            lines.append(f"{name}: {value}".encode("latin-1"))
+    lines.append(b"Content-Length: %d" % len(response.body))
+    lines.append(b"Connection: close")
+    return b"\r\n".join(lines) + b"\r\n\r\n" + response.body
+
+
 class NativeWebSocket:
-    """A WebSocket on the native server: wsproto parses, hub builds and writes its own frames.
+    """A WebSocket on the native server: hub reads the client's frames with its own
+    :class:`~hub.transport.frames.FrameReader` and writes its own frames.
 
     Data frames are written with :func:`encode_frame` straight to the stream (so a broadcast's
-    frame bytes are shared); control frames go through wsproto.
+    frame bytes are shared). Per connection it holds a few slots: the stream, the frame reader
+    (empty between frames) and the handshake's key; nothing of HTTP/1.1.
+
+    Attributes:
+        nursery: the connection's nursery; what the app starts there ends with the connection
+            (the Engine.IO session of a WebSocket runs its tasks there).
     """
 
-    def __init__(self, http: _HttpConnection, request: Request, trailing: bytes) -> None:
-        self._http = http
-        self._stream = http.stream
-        self._request = request
-        self._trailing = trailing
-        self._ws = wsproto.connection.Connection(ConnectionType.SERVER)
-        self._max_message = http.limits.max_message_bytes
-        self._events: collections.deque[ws_events.Event] = collections.deque()
-        self._parts: list[Any] = []
-        self._size = 0
+    __slots__ = (
+        "_close_timeout",
+        "_closed",
+        "_key",
+        "_reader",
+        "_reading",
+        "_sent_close",
+        "_stream",
+        "_version",
+        "accepted",
+        "close_code",
+        "nursery",
+    )
+
+    def __init__(
+        self,
+        stream: RawStream,
+        request: Request,
+        trailing: bytes,
+        limits: Limits,
+        nursery: trio.Nursery,
+    ) -> None:
+        self._stream = stream
+        self._key = request.headers.get("sec-websocket-key", "")
+        self._version = request.headers.get("sec-websocket-version", "")
+        self._reader = FrameReader(max_message=limits.max_message_bytes)
+        if trailing:  # frames sent right behind the handshake, before the 101
+            self._reader.receive_data(trailing)
+        self._close_timeout = limits.close_timeout
+        self.nursery = nursery
         self.accepted = False
         self._closed = False
         self._sent_close = False
-        self._close_deadline = float("inf")
-        self._read_scope: trio.CancelScope | None = None
+        self._reading = False  # a receive() waits for bytes
         self.close_code = 1006
 
     @property
@@ -340,9 +415,8 @@ class NativeWebSocket:
         return self._closed or self._stream.closed
 
     async def accept(self) -> None:
-        key = self._request.headers.get("sec-websocket-key", "")
-        version = self._request.headers.get("sec-websocket-version", "")
-        if not key or version.strip() != "13":
+        key = self._key
+        if not key or self._version.strip() != "13":
             await self.reject(
                 Response.text(400, "bad WebSocket handshake", (("Sec-WebSocket-Version", "13"),))
             )
@@ -357,64 +431,69 @@ class NativeWebSocket:
         self._stream.send_nowait(head)
         self._stream.goodbye = _SLOW_CONSUMER_CLOSE
         self.accepted = True
-        if self._trailing:
-            self._ws.receive_data(self._trailing)
-            self._trailing = b""
-            self._events.extend(self._ws.events())
+        self._key = self._version = ""
+        await trio.lowlevel.checkpoint()
 
     async def reject(self, response: Response) -> None:
-        self._http._send(response.with_headers((("Connection", "close"),)))
+        data = _closing_response(response)
+        if data is None:
+            self._stream.close("response not allowed")
+        else:
+            self._stream.send_nowait(data)
         self._closed = True
 
     async def receive(self) -> str | bytes:
+        reader = self._reader
+        stream = self._stream
         while True:
-            while self._events:
-                event = self._events.popleft()
-                if isinstance(event, ws_events.Message):
-                    self._parts.append(event.data)
-                    self._size += len(event.data)
-                    if self._size > self._max_message:
-                        self.close_nowait(1009, "message too big")
-                        raise WebSocketClosed(1009, "message too big")
-                    if event.message_finished:
-                        parts, self._parts, self._size = self._parts, [], 0
-                        if isinstance(event, ws_events.TextMessage):
-                            return "".join(parts)
-                        return b"".join(parts)
-                elif isinstance(event, ws_events.Ping):
-                    self._stream.send_nowait(self._ws.send(event.response()))
-                elif isinstance(event, ws_events.CloseConnection):
-                    if self._stream.overflowed:
-                        self._closed = True
-                        raise WebSocketClosed(1008, "slow consumer")
-                    self.close_code = event.code
-                    if not self._sent_close and self._ws.state is ConnectionState.REMOTE_CLOSING:
-                        self._sent_close = True
-                        self._stream.send_nowait(self._ws.send(event.response()))
+            try:
+                event = reader.next_event()
+            except FrameError as exc:
+                # RFC 6455 7.1.7: _Fail the WebSocket Connection_, with the code of the error.
+                self.close_nowait(exc.code, exc.message)
+                raise WebSocketClosed(exc.code, exc.message) from None
+            if event is None:
+                if self.closed:
+                    raise WebSocketClosed(self.close_code)
+                self._reading = True
+                try:
+                    await trio.lowlevel.wait_readable(stream)
+                    data = stream.receive_nowait()
+                except trio.WouldBlock:
+                    continue
+                except (trio.ClosedResourceError, StreamClosed):
+                    data = b""
+                finally:
+                    self._reading = False
+                if not data:
                     self._closed = True
-                    raise WebSocketClosed(event.code, event.reason or "")
-            if self.closed:
-                raise WebSocketClosed(self.close_code)
-            try:
-                with trio.CancelScope(deadline=self._close_deadline) as self._read_scope:
-                    data = await self._stream.receive_some()
-                if self._read_scope.cancelled_caught:
-                    data = b""  # we sent a Close and the peer never answered it
-            except StreamClosed:
-                data = b""
-            finally:
-                self._read_scope = None
-            if not data:
-                self._closed = True
-                if self._stream.overflowed:
-                    raise WebSocketClosed(1008, "slow consumer")
-                raise WebSocketClosed(1006, "connection lost")
-            self._ws.receive_data(data)
-            try:
-                self._events.extend(self._ws.events())
-            except WsRemoteProtocolError as exc:
-                self.close_nowait(1002, "protocol error")
-                raise WebSocketClosed(1002, str(exc)) from None
+                    if stream.overflowed:
+                        raise WebSocketClosed(1008, "slow consumer")
+                    raise WebSocketClosed(1006, "connection lost")
+                reader.receive_data(data)
+            elif isinstance(event, str | bytes):
+                return event
+            elif isinstance(event, Ping):
+                if not self._sent_close:
+                    stream.send_nowait(encode_frame(_PONG, event.payload))
+            else:
+                self._on_close(event)
+
+    def _on_close(self, event: Close) -> NoReturn:
+        """The client's close frame: answered with the same code unless we sent ours first."""
+        self._closed = True
+        if self._stream.overflowed:
+            raise WebSocketClosed(1008, "slow consumer")
+        self.close_code = event.code
+        if not self._sent_close:
+            # RFC 6455 5.5.1: "the endpoint MUST send a Close frame in response", "typically
+            # echoing the status code it received" (none when it carried none).
+            self._sent_close = True
+            payload = b""
+            if event.code != 1005:
+                payload = event.code.to_bytes(2, "big") + event.reason.encode("utf-8")
+            self._stream.send_nowait(encode_frame(_CLOSE, payload))
+        raise WebSocketClosed(event.code, event.reason)
 
     def send_nowait(self, message: Outgoing, *, urgent: bool = False) -> None:
         if self.closed:
@@ -442,12 +521,21 @@ class NativeWebSocket:
             return
         self._closed = True
         self._sent_close = True
-        self._close_deadline = trio.current_time() + self._http.limits.close_timeout
-        if self._read_scope is not None:
-            self._read_scope.deadline = self._close_deadline
         self.close_code = code
         payload = code.to_bytes(2, "big") + reason.encode("utf-8")[:120]
-        self._stream.send_nowait(encode_frame(0x8, payload))
+        self._stream.send_nowait(encode_frame(_CLOSE, payload))
+        if self._reading:
+            # A reader waits for the client's close frame (RFC 6455 7.1.1: the server closes
+            # the TCP connection after it); it waits ``close_timeout`` at most. A task for
+            # this, only now: no deadline is kept while the connection lives.
+            try:
+                self.nursery.start_soon(self._close_after, self._close_timeout)
+            except RuntimeError:
+                self._stream.close("closing")  # the connection is ending anyway
+
+    async def _close_after(self, delay: float) -> None:
+        await trio.sleep(delay)
+        self._stream.close("close timeout")
 
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         # The connection flushes and closes the stream when the app's handler returns.

@@ -1,0 +1,651 @@
+"""The node's link to Redis: one subscriber, one ordered publisher, reconnection, status.
+
+A :class:`RedisCluster` is handed to :class:`hub.Server` (``Server(cluster=...)``); the server
+runs it in its own nursery (:meth:`RedisCluster.run`) and attaches each of its namespaces
+(:meth:`RedisCluster.attach`), whose messages :mod:`hub.cluster.link` reads and writes.
+
+Rules:
+
+- Local delivery never waits for Redis. A broadcast is written to this node's sockets first, then
+  its message is put on the publish queue (:meth:`RedisCluster.publish_nowait`), which is bounded
+  in messages and in bytes. A message that does not fit, or that comes while Redis is
+  unreachable, is dropped and counted (:attr:`ClusterStatus.dropped`): after an outage, other
+  nodes get what is published from then on, never a backlog of stale events.
+- One publisher task sends the queue in order, as pipelines of everything queued (one round trip
+  for many messages). Operations that must know they went out (a remote join, a request) wait
+  for their message on the same queue, so they keep their place among the broadcasts.
+- One subscriber connection carries every namespace's channels; a namespace created later is
+  subscribed to on the fly. Each message read is handled at once and in order, without waiting
+  (delivered to local sockets, answers put on the publish queue; only a handler of
+  ``server_side_emit`` or an acknowledgement runs as a task). coredis reads a subscription
+  eagerly into a buffer of its own, which grows only while this node handles messages slower
+  than Redis sends them (Redis's ``client-output-buffer-limit pubsub`` bounds the other side).
+- When Redis cannot be reached, at start or later, the node says so once in the log, keeps
+  serving its own sockets, and tries again with exponential backoff (``reconnect_delay`` doubling
+  up to ``max_reconnect_delay``, with jitter); it says once when Redis is back. Every wait on Redis
+  has a deadline, and cancelling :meth:`RedisCluster.run` (the server shutting down) ends it at
+  once whatever state Redis is in.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
+
+import anyio
+import coredis
+import coredis.exceptions
+import trio
+from coredis.retry import NoRetryPolicy
+
+from hub.cluster.errors import ClusterUnavailable
+from hub.cluster.health import (
+    PUBLISHER,
+    SUBSCRIBER,
+    Backoff,
+    ClusterStatus,
+    Health,
+    describe,
+    redacted,
+)
+from hub.cluster.link import ClusterNamespace
+from hub.cluster.wire import DEFAULT_KEY, MalformedMessage, new_id
+
+if TYPE_CHECKING:
+    from coredis.response.types import PubSubMessage
+
+    from hub.server.namespace import Namespace
+
+__all__ = ["RedisCluster", "ServerEventHandler"]
+
+log = logging.getLogger("hub.cluster")
+
+ServerEventHandler = Callable[..., Any]
+"""A handler of events from other nodes (``RedisCluster.on``): ``(*args)``, plain or async; what
+it returns is the answer when the sender asked for one."""
+
+H = TypeVar("H", bound=ServerEventHandler)
+
+# What "Redis cannot be reached" looks like from coredis and trio.
+_UNREACHABLE: Final = (
+    coredis.exceptions.RedisError,
+    OSError,
+    TimeoutError,
+    trio.TooSlowError,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    anyio.EndOfStream,
+)
+
+_BATCH_MESSAGES = 512
+_BATCH_BYTES = 1_000_000
+
+
+class _Outgoing:
+    """One message on the publish queue; ``done`` is set once it is out (or failed) when
+    someone waits for it."""
+
+    __slots__ = ("channel", "done", "error", "payload")
+
+    def __init__(self, channel: str, payload: bytes, done: trio.Event | None = None) -> None:
+        self.channel = channel
+        self.payload = payload
+        self.done = done
+        self.error: str | None = None
+
+
+class RedisCluster:
+    """Hub nodes sharing rooms through Redis, in the format of Node's ``@socket.io/redis-adapter``.
+
+    ::
+
+        cluster = RedisCluster("redis://127.0.0.1:6379")
+        server = hub.Server(cluster=cluster)          # the server runs it while it serves
+
+        server.to("room").emit("event", data)         # this node's sockets now, others' via Redis
+        reached = await server.to("room").everywhere.emit("event", data)   # count on every node
+        sockets = await server.to("room").everywhere.fetch_sockets()
+
+        @cluster.on("cache:clear")                    # server-side events from other nodes
+        def clear(key): ...
+        await cluster.server_side_emit("cache:clear", "k")
+
+    Args:
+        url: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` or ``unix://...``.
+        key: the channels' prefix (the Node adapter's ``key`` option).
+        request_timeout: how long a cluster-wide request waits for every node's answer, and a
+            publish for Redis (seconds; the Node adapter's ``requestsTimeout``).
+        connect_timeout: how long making a connection to Redis may take (seconds).
+        reconnect_delay: the first wait before trying Redis again (seconds); it doubles.
+        max_reconnect_delay: the longest wait between two tries (seconds).
+        max_queued: the most messages waiting to be published.
+        max_queued_bytes: the most bytes waiting to be published.
+        specific_response_channel: answer a node's requests on its own response channel (the Node
+            adapter's ``publishOnSpecificResponseChannel``; every 8.x node listens there too),
+            instead of the shared one.
+
+    Attributes:
+        uid: this node's id in the cluster (its messages carry it; it ignores its own).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        key: str = DEFAULT_KEY,
+        request_timeout: float = 5.0,
+        connect_timeout: float = 2.0,
+        reconnect_delay: float = 0.1,
+        max_reconnect_delay: float = 5.0,
+        max_queued: int = 10_000,
+        max_queued_bytes: int = 16_000_000,
+        specific_response_channel: bool = False,
+    ) -> None:
+        if request_timeout <= 0 or connect_timeout <= 0:
+            raise ValueError("the timeouts must be positive")
+        if reconnect_delay <= 0 or max_reconnect_delay < reconnect_delay:
+            raise ValueError("0 < reconnect_delay <= max_reconnect_delay")
+        if max_queued < 1 or max_queued_bytes < 1:
+            raise ValueError("the publish queue bounds must be positive")
+        self.url = url
+        self.key = key
+        self.uid = new_id()
+        self.request_timeout = request_timeout
+        self.connect_timeout = connect_timeout
+        self.reconnect_delay = reconnect_delay
+        self.max_reconnect_delay = max_reconnect_delay
+        self.max_queued = max_queued
+        self.max_queued_bytes = max_queued_bytes
+        self.specific_response_channel = specific_response_channel
+        self.links: dict[str, ClusterNamespace] = {}
+        self._handlers: dict[tuple[str, str], ServerEventHandler] = {}
+        # The publish queue.
+        self._outbox: deque[_Outgoing] = deque()
+        self._queued_bytes = 0
+        self._wake_publisher = trio.Event()
+        # Subscriptions.
+        self._by_channel: dict[str, ClusterNamespace] = {}
+        self._by_pattern: dict[str, ClusterNamespace] = {}
+        self._unsubscribed: list[ClusterNamespace] = []
+        self._links_changed = trio.Event()
+        self.health = Health(self.uid, url)
+        self._overflow_logged = False
+        self._restart_subscriber = trio.CancelScope()
+        self._subscriber_tried = trio.Event()
+        self._publisher_tried = trio.Event()
+        self._subscriptions = 0
+        self._client: coredis.Redis[bytes] | None = None
+        self._nursery: trio.Nursery | None = None
+
+    def __repr__(self) -> str:
+        state = "connected" if self.connected else "disconnected"
+        return f"<RedisCluster {redacted(self.url)} uid={self.uid} {state}>"
+
+    # -- status ----------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """Whether cross-node messages flow now (subscribed, and publishing works)."""
+        return self.health.connected
+
+    @property
+    def status(self) -> ClusterStatus:
+        """A snapshot of the link, for health checks and metrics."""
+        return self.health.status(queued=len(self._outbox))
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """Wait until cross-node messages flow, at most ``timeout`` seconds; returns whether
+        they do."""
+        with trio.move_on_after(timeout):
+            while not self.connected:
+                await trio.sleep(0.01)
+        return self.connected
+
+    def count_malformed(self, error: MalformedMessage) -> None:
+        """A message from Redis broke the format: counted (logged the first time)."""
+        self.health.count_malformed(error)
+
+    def _unavailable(self) -> ClusterUnavailable:
+        return ClusterUnavailable(
+            f"Redis cannot be reached: {self.health.error or 'not connected'}"
+        )
+
+    # -- namespaces and handlers -----------------------------------------------------------
+
+    def attach(self, namespace: Namespace) -> ClusterNamespace:
+        """The link of a namespace to the cluster; its channels are subscribed to (now, or as
+        soon as Redis can be reached). Called by the server for each of its namespaces."""
+        link = self.links.get(namespace.name)
+        if link is not None and link.namespace is namespace:
+            return link
+        link = ClusterNamespace(self, namespace)
+        self.links[namespace.name] = link
+        for channel in (link.channels.request, link.channels.response, link.channels.own_response):
+            self._by_channel[channel] = link
+        self._by_pattern[link.channels.pattern] = link
+        self._unsubscribed.append(link)
+        self._links_changed.set()
+        return link
+
+    def link(self, namespace: str) -> ClusterNamespace:
+        """The link of an attached namespace.
+
+        Raises:
+            KeyError: the server has no such namespace.
+        """
+        try:
+            return self.links[namespace]
+        except KeyError:
+            raise KeyError(f"no namespace {namespace!r} on this server") from None
+
+    @overload
+    def on(self, event: str, *, namespace: str = "/") -> Callable[[H], H]: ...
+
+    @overload
+    def on(self, event: str, handler: H, *, namespace: str = "/") -> H: ...
+
+    def on(
+        self, event: str, handler: H | None = None, *, namespace: str = "/"
+    ) -> H | Callable[[H], H]:
+        """Handle an event another node sent with ``server_side_emit`` (Node:
+        ``io.serverSideEmit``), directly or as a decorator.
+
+        The handler gets the event's arguments; it may be ``async``. What it returns is the
+        answer when the sender asked for answers (``server_side_emit_with_ack``).
+        """
+
+        def register(handler: H) -> H:
+            self._handlers[namespace, event] = handler
+            return handler
+
+        if handler is not None:
+            return register(handler)
+        return register
+
+    def handler_of(self, namespace: str, event: str) -> ServerEventHandler | None:
+        return self._handlers.get((namespace, event))
+
+    # -- cluster-wide operations of the server ----------------------------------------------
+
+    async def server_count(self, namespace: str = "/") -> int:
+        """How many nodes serve ``namespace`` in the cluster, this one included (Node:
+        ``serverCount``: the subscribers of the namespace's request channel).
+
+        Raises:
+            ClusterUnavailable: Redis cannot be reached.
+        """
+        return await self.link(namespace).server_count()
+
+    async def server_side_emit(self, event: str, *args: Any, namespace: str = "/") -> None:
+        """Send an event to the other nodes' handlers (:meth:`on`; Node: ``io.on(event)``).
+
+        Raises:
+            ClusterUnavailable: Redis cannot be reached (no node got it).
+            ValueError: a reserved event name.
+            hub.errors.LocalProtocolError: the arguments cannot be written as JSON.
+        """
+        await self.link(namespace).server_side_emit(event, args)
+
+    async def server_side_emit_with_ack(
+        self, event: str, *args: Any, namespace: str = "/"
+    ) -> list[Any]:
+        """Send an event to the other nodes' handlers and gather one answer per node.
+
+        Returns:
+            What each other node's handler returned, in the order they came.
+
+        Raises:
+            ClusterUnavailable: Redis cannot be reached.
+            ClusterTimeout: not every node answered within ``request_timeout``; ``partial`` is
+                the answers that came.
+        """
+        return await self.link(namespace).server_side_emit_with_ack(event, args)
+
+    async def all_rooms(self, namespace: str = "/") -> set[str]:
+        """Every room of ``namespace`` on every node (socket id rooms included, as in Node).
+
+        Raises:
+            ClusterUnavailable, ClusterTimeout: as :meth:`server_side_emit_with_ack`.
+        """
+        return await self.link(namespace).all_rooms()
+
+    async def subscribers(self, channel: str) -> int:
+        """How many connections subscribe to ``channel`` (``PUBSUB NUMSUB``).
+
+        Raises:
+            ClusterUnavailable: Redis cannot be reached.
+        """
+        if not self.connected:
+            raise ClusterUnavailable(
+                f"Redis cannot be reached: {self.health.error or 'not connected'}"
+            )
+        client = self.client
+        counts: dict[Any, int] = {}
+
+        async def ask() -> None:
+            counts.update(await client.pubsub_numsub(channel))
+
+        error = await self._attempt(ask, self.request_timeout)
+        if error is not None:
+            raise ClusterUnavailable(f"Redis cannot be reached: {describe(error)}")
+        for name, count in counts.items():
+            if (name.decode() if isinstance(name, bytes) else str(name)) == channel:
+                return int(count)
+        return 0
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def drop(self, count: int = 1) -> None:
+        """Count cross-node messages that were not published."""
+        self.health.dropped += count
+
+    def publish_nowait(self, channel: str, payload: bytes) -> bool:
+        """Queue a message for the publisher; never waits.
+
+        Returns:
+            False when it was dropped (and counted): Redis is unreachable, or the queue is full.
+        """
+        if not self.connected:
+            self.health.dropped += 1
+            return False
+        if (
+            len(self._outbox) >= self.max_queued
+            or self._queued_bytes + len(payload) > self.max_queued_bytes
+        ):
+            self.health.dropped += 1
+            if not self._overflow_logged:
+                self._overflow_logged = True
+                log.warning(
+                    "cluster publish queue full (%d messages, %d bytes): dropping cross-node"
+                    " messages until it drains",
+                    len(self._outbox),
+                    self._queued_bytes,
+                )
+            return False
+        self._outbox.append(_Outgoing(channel, payload))
+        self._queued_bytes += len(payload)
+        self._wake_publisher.set()
+        return True
+
+    async def publish(self, channel: str, payload: bytes) -> None:
+        """Publish a message in its place on the queue and wait until Redis has it.
+
+        Raises:
+            ClusterUnavailable: Redis is unreachable, the queue is full, or Redis did not take
+                it within ``request_timeout``.
+        """
+        if not self.connected:
+            self.health.dropped += 1
+            raise ClusterUnavailable(
+                f"Redis cannot be reached: {self.health.error or 'not connected'}"
+            )
+        if len(self._outbox) >= self.max_queued:
+            self.health.dropped += 1
+            raise ClusterUnavailable("the cluster publish queue is full")
+        item = _Outgoing(channel, payload, trio.Event())
+        self._outbox.append(item)
+        self._queued_bytes += len(payload)
+        self._wake_publisher.set()
+        assert item.done is not None
+        with trio.move_on_after(self.request_timeout):
+            await item.done.wait()
+        if not item.done.is_set():
+            raise ClusterUnavailable(
+                f"Redis did not take a message within {self.request_timeout} s"
+            )
+        if item.error is not None:
+            raise ClusterUnavailable(f"Redis cannot be reached: {item.error}")
+
+    def _take_batch(self) -> list[_Outgoing]:
+        batch: list[_Outgoing] = []
+        size = 0
+        while self._outbox and len(batch) < _BATCH_MESSAGES and size < _BATCH_BYTES:
+            item = self._outbox.popleft()
+            batch.append(item)
+            size += len(item.payload)
+        self._queued_bytes -= size
+        if not self._outbox:
+            self._overflow_logged = False
+        return batch
+
+    def _fail(self, batch: list[_Outgoing], error: str) -> None:
+        self.health.dropped += len(batch)
+        for item in batch:
+            if item.done is not None:
+                item.error = error
+                item.done.set()
+
+    def _fail_queued(self, error: str) -> None:
+        """An outage: what is queued is stale; it is dropped, and its waiters told."""
+        self._queued_bytes = 0
+        batch = list(self._outbox)
+        self._outbox.clear()
+        self._fail(batch, error)
+
+    async def _attempt(
+        self, operation: Callable[[], Awaitable[Any]], timeout: float
+    ) -> BaseException | None:
+        """Run ``operation`` within ``timeout``; the error when Redis could not be reached."""
+        error: BaseException | None = None
+        try:
+            with trio.fail_after(timeout):
+                await operation()
+        except* _UNREACHABLE as group:
+            error = group
+        return error
+
+    async def _send(self, client: coredis.Redis[bytes], batch: list[_Outgoing]) -> None:
+        async with client.pipeline(transaction=False) as pipe:
+            for item in batch:
+                pipe.publish(item.channel, item.payload)
+
+    async def _publisher(self, client: coredis.Redis[bytes]) -> None:
+        backoff = Backoff(self.reconnect_delay, self.max_reconnect_delay)
+        while True:
+            if PUBLISHER not in self.health.up:
+                error = await self._attempt(client.ping, self.connect_timeout)
+                self._publisher_tried.set()
+                if error is not None:
+                    self.health.part_down(PUBLISHER, error)
+                    self._fail_queued(self.health.error or "unreachable")
+                    await trio.sleep(backoff.delay())
+                    continue
+                backoff.reset()
+                self.health.part_up(PUBLISHER)
+                continue
+            if not self._outbox:
+                self._wake_publisher = trio.Event()
+                await self._wake_publisher.wait()
+                continue
+            batch = self._take_batch()
+            error = await self._attempt(
+                functools.partial(self._send, client, batch), self.request_timeout
+            )
+            if error is not None:
+                self.health.part_down(PUBLISHER, error)
+                self._fail(batch, self.health.error or "unreachable")
+                self._fail_queued(self.health.error or "unreachable")
+                # Whatever broke the publisher may have left the subscription dead without a
+                # word (a host gone, not a refused connection): subscribe again from scratch.
+                self._restart_subscriber.cancel()
+                continue
+            for item in batch:
+                if item.done is not None:
+                    item.done.set()
+
+    # -- subscribing -----------------------------------------------------------------------
+
+    async def _subscribe_links(self, pubsub: Any, links: list[ClusterNamespace]) -> None:
+        for link in links:
+            channels = link.channels
+            await pubsub.psubscribe(channels.pattern)
+            await pubsub.subscribe(channels.request, channels.response, channels.own_response)
+
+    async def _follow_new_links(self, pubsub: Any) -> None:
+        while True:
+            await self._links_changed.wait()
+            self._links_changed = trio.Event()
+            links, self._unsubscribed = self._unsubscribed, []
+            await self._subscribe_links(pubsub, links)
+
+    def _dispatch(self, message: PubSubMessage) -> None:
+        channel_bytes = message["channel"]
+        channel = (
+            channel_bytes.decode("utf-8", "replace")
+            if isinstance(channel_bytes, bytes)
+            else str(channel_bytes)
+        )
+        data = message["data"]
+        if not isinstance(data, bytes):
+            return  # subscription confirmations
+        try:
+            if message["type"] == "pmessage":
+                pattern = message["pattern"]
+                if isinstance(pattern, bytes):
+                    pattern = pattern.decode("utf-8", "replace")
+                link = self._by_pattern.get(str(pattern))
+                if link is not None:
+                    link.on_broadcast(channel, data)
+                return
+            link = self._by_channel.get(channel)
+            if link is None:
+                return
+            if channel == link.channels.request:
+                link.on_request(data)
+            else:
+                link.on_response(data)
+        except MalformedMessage as exc:
+            self.count_malformed(exc)
+        except Exception:
+            # A bug in handling one message must not end the subscription of the whole node.
+            log.exception("handling a cluster message on %s failed", channel)
+
+    async def _subscription(self, client: coredis.Redis[bytes]) -> None:
+        """One subscription, until the connection is lost (raises), the subscription ends, or
+        a restart is asked for (:attr:`_restart_subscriber`)."""
+        self._restart_subscriber = trio.CancelScope()
+        with self._restart_subscriber:
+            async with client.pubsub(
+                ignore_subscribe_messages=True,
+                retry_policy=NoRetryPolicy(),
+                subscription_timeout=self.connect_timeout,
+            ) as pubsub:
+                links = list(self.links.values())
+                self._unsubscribed = []
+                with trio.fail_after(self.connect_timeout + 1):
+                    await self._subscribe_links(pubsub, links)
+                self._subscriptions += 1
+                self.health.part_up(SUBSCRIBER)
+                self._subscriber_tried.set()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._follow_new_links, pubsub)
+                    async for message in pubsub:
+                        self._dispatch(message)
+                    nursery.cancel_scope.cancel()
+
+    async def _subscriber(self, client: coredis.Redis[bytes]) -> None:
+        backoff = Backoff(self.reconnect_delay, self.max_reconnect_delay)
+        while True:
+            before = self._subscriptions
+            error: BaseException | None = None
+            try:
+                await self._subscription(client)
+            except* _UNREACHABLE as group:
+                error = group
+            # Ended by an error, or on purpose (the publisher saw Redis go): subscribe again,
+            # not at once, so that a link that keeps breaking does not spin.
+            self.health.part_down(SUBSCRIBER, error or ConnectionError("subscription restarted"))
+            self._subscriber_tried.set()
+            if self._subscriptions > before:
+                backoff.reset()  # it had worked: the outage starts now
+            await trio.sleep(backoff.delay())
+
+    # -- running ---------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _open_client(self) -> AsyncIterator[coredis.Redis[bytes]]:
+        client: coredis.Redis[bytes] = coredis.Redis.from_url(
+            self.url,
+            decode_responses=False,
+            connect_timeout=self.connect_timeout,
+            retry_policy=NoRetryPolicy(),
+        )
+        async with client:
+            self._client = client
+            try:
+                yield client
+            finally:
+                self._client = None
+
+    @property
+    def client(self) -> coredis.Redis[bytes]:
+        """The Redis client while running.
+
+        Raises:
+            ClusterUnavailable: not running.
+        """
+        if self._client is None:
+            raise ClusterUnavailable("the cluster is not running")
+        return self._client
+
+    async def _keep_connected(self) -> None:
+        backoff = Backoff(self.reconnect_delay, self.max_reconnect_delay)
+        while True:
+            error: BaseException | None = None
+            try:
+                async with self._open_client() as client, trio.open_nursery() as nursery:
+                    nursery.start_soon(self._publisher, client)
+                    nursery.start_soon(self._subscriber, client)
+            except* _UNREACHABLE as group:
+                error = group
+            except* Exception as group:
+                # Not an outage but a fault: logged in full; the node keeps serving its own
+                # sockets and builds its link again.
+                log.exception("the cluster link failed", exc_info=group)
+                error = group
+            if error is not None:
+                self.health.part_down(None, error)
+            self._subscriber_tried.set()
+            self._publisher_tried.set()
+            await trio.sleep(backoff.delay())
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep the link to Redis until cancelled (the server runs this in its nursery).
+
+        ``task_status`` is started once the first connection is made or has failed (at most
+        ``connect_timeout`` and a bit): a node starts serving its own sockets whether or not
+        Redis is there.
+        """
+        if self._nursery is not None:
+            raise RuntimeError("this cluster is already running")
+        self._subscriber_tried = trio.Event()
+        self._publisher_tried = trio.Event()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._keep_connected)
+                with trio.move_on_after(2 * self.connect_timeout + 1):
+                    await self._subscriber_tried.wait()
+                    await self._publisher_tried.wait()
+                task_status.started()
+        finally:
+            self._nursery = None
+            self.health.up.clear()
+            self._fail_queued("the cluster stopped")
+
+    @property
+    def running(self) -> bool:
+        """Whether :meth:`run` runs (its tasks can be started)."""
+        return self._nursery is not None
+
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> bool:
+        """Run a task of the cluster (an answer that waits for a handler or an ack); False
+        when the cluster is not running."""
+        if self._nursery is None:
+            return False
+        self._nursery.start_soon(fn, *args)
+        return True
