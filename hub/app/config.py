@@ -77,6 +77,7 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "HUB_PING_TIMEOUT": ("ping_timeout", _float),
     "HUB_MAX_PAYLOAD": ("max_payload", _int),
     "HUB_TOKEN_WARNING": ("token_warning", _float),
+    "HUB_RECOVERY_SECONDS": ("recovery_seconds", _float),
     "HUB_MAX_INTERNAL_BODY": ("max_internal_body", _int),
 }
 
@@ -89,6 +90,7 @@ _RANGES: tuple[tuple[str, float, float], ...] = (
     ("ping_timeout", 0.001, 86400),
     ("max_payload", 1, 1 << 30),
     ("token_warning", 0, 86400 * 365),
+    ("recovery_seconds", 0, 86400),
     ("max_internal_body", 1, 1 << 30),
 )
 
@@ -116,6 +118,9 @@ class Config:
     ping_timeout: float = 20.0
     max_payload: int = 1_000_000
     token_warning: float = 300.0
+    # Connection state recovery: a client back within this many seconds gets its socket and
+    # the events it missed (hub.server.recovery); 0 turns it off.
+    recovery_seconds: float = 120.0
     max_internal_body: int = 1_000_000
     freeze_gc: bool = False  # see hub.server.ServerOptions.freeze_gc; `hub serve` turns it on
 

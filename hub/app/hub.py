@@ -28,7 +28,8 @@ from hub.app.auth import AuthError, AuthErrorCode, AuthSettings, extract_token, 
 from hub.app.config import Config
 from hub.app.events import EVENTS, to_wire, validate_event
 from hub.app.store import AccessStore, StoreError
-from hub.server import ConnectionRefused, Server, ServerOptions, Socket
+from hub.server import ConnectionRefused, RecoveryOptions, Server, ServerOptions, Socket
+from hub.server.recovery import RECOVERABLE_REASONS, Saved
 
 __all__ = ["Hub", "HubAddresses", "RoomError"]
 
@@ -105,6 +106,17 @@ class Hub:
                 cors_credentials=True,
                 max_http_body=config.max_internal_body,
                 freeze_gc=config.freeze_gc,
+                recovery=(
+                    RecoveryOptions(
+                        max_disconnection_duration=config.recovery_seconds,
+                        # A recovered socket shows its token again, like a new one.
+                        skip_middlewares=False,
+                        # The client comes back with a fresh token from its auth callback.
+                        reasons=RECOVERABLE_REASONS | {"token expired"},
+                    )
+                    if config.recovery_seconds > 0
+                    else None
+                ),
             )
         )
         # user id -> that user's live sockets (several tabs)
@@ -144,13 +156,15 @@ class Hub:
         except AuthError as exc:
             log.info("connect refused from %s: %s", handshake.address, exc.code)
             raise ConnectionRefused(exc.message, exc.payload()) from None
+        if socket.recovered and socket.data.get("user_id") != identity.user_id:
+            socket.start_afresh()  # another user's session: this one gets a new socket
         socket.data["user_id"] = identity.user_id
         socket.data["email"] = identity.email or user.email
         socket.data["expires_at"] = identity.expires_at
 
     def _on_connect(self, socket: Socket, auth: dict[str, Any]) -> None:
         user_id: str = socket.data["user_id"]
-        socket.join(user_room(user_id))
+        socket.join(user_room(user_id))  # a recovered socket also gets back its other rooms
         self.connections.setdefault(user_id, {})[socket.id] = socket
         self._watch_expiry(socket)
 
@@ -348,10 +362,21 @@ class Hub:
 
     def join_rooms(self, user_id: str, rooms: Iterable[str]) -> int:
         """Put every socket of a user in ``rooms``; returns how many sockets."""
+        rooms = list(rooms)
         sockets = self.sockets_of(user_id)
         for socket in sockets:
             socket.join(*rooms)
+        for saved in self._saved_sessions(user_id):
+            saved.rooms.update(rooms)
         return len(sockets)
+
+    def _saved_sessions(self, user_id: str) -> list[Saved]:
+        """The user's sockets that are away but may be recovered (they follow joins, leaves
+        and logouts too, so a recovered tab has the rooms it would have had)."""
+        recovery = self.server.main.adapter.recovery
+        if recovery is None:
+            return []
+        return [saved for saved in recovery.saved() if saved.data.get("user_id") == user_id]
 
     def leave_rooms(self, user_id: str, rooms: Iterable[str]) -> int:
         """Take every socket of a user out of ``rooms`` (e.g. access revoked); returns how many."""
@@ -361,6 +386,8 @@ class Hub:
             self._revocations[user_id] = self._revocations.get(user_id, 0) + 1
         for socket in sockets:
             socket.leave(*rooms)
+        for saved in self._saved_sessions(user_id):
+            saved.rooms.difference_update(rooms)
         return len(sockets)
 
     def revoke_project(self, user_id: str, project_id: str) -> int:
@@ -375,6 +402,9 @@ class Hub:
         sockets = self.sockets_of(user_id)
         for socket in sockets:
             socket.disconnect()
+        recovery = self.server.main.adapter.recovery
+        if recovery is not None:
+            recovery.forget(lambda saved: saved.data.get("user_id") == user_id)
         return len(sockets)
 
     # -- serving ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from hub.protocol import Event
-from hub.server.socket import Socket, encode_outgoing
+from hub.server.socket import Socket
 
 if TYPE_CHECKING:
     from hub.server.namespace import Namespace
@@ -71,9 +71,8 @@ class BroadcastOperator:
         Raises:
             hub.errors.LocalProtocolError: the event or arguments cannot be encoded.
         """
-        messages = encode_outgoing(Event(event, args, namespace=self.namespace.name))
-        return self.namespace.adapter.deliver(
-            messages,
+        return self.namespace.adapter.broadcast(
+            Event(event, args, namespace=self.namespace.name),
             self.rooms,
             self.except_rooms,
             self.exclude,

@@ -20,6 +20,7 @@ from hub.protocol import Ack, Connect, ConnectError, Decoder, Disconnect, Event,
 from hub.server.socket import ConnectionRefused, Handshake, Socket, encode_outgoing
 
 if TYPE_CHECKING:
+    from hub.engineio.outgoing import Outgoing
     from hub.server.namespace import Namespace
     from hub.server.server import Server
     from hub.transport.engine import EngineSocket
@@ -103,12 +104,28 @@ class Client:
             address=request.client[0],
         )
         socket = Socket(namespace, self, handshake)
+        recovery = namespace.adapter.recovery
+        if recovery is not None:
+            auth = handshake.auth
+            saved = (
+                recovery.restore(auth.get("pid"), auth.get("offset"), trio.current_time())
+                if isinstance(auth, dict)
+                else None
+            )
+            if saved is None:
+                socket.pid = recovery.new_pid()
+            else:
+                socket.id, socket.pid, socket.data = saved.sid, saved.pid, saved.data
+                socket.recovered = True
+                socket._restored = saved
         self._connecting.add(name)
         self.nursery.start_soon(self._connect, namespace, socket)
 
     async def _connect(self, namespace: Namespace, socket: Socket) -> None:
+        options = self.server.options.recovery
+        skip = socket.recovered and options is not None and options.skip_middlewares
         try:
-            await namespace._run_connect(socket, socket.handshake.auth)
+            await namespace._run_connect(socket, socket.handshake.auth, middleware=not skip)
         except ConnectionRefused as refusal:
             socket._release()  # rooms joined by a middleware before the refusal
             self._send(ConnectError(refusal.payload(), namespace=namespace.name))
@@ -127,9 +144,15 @@ class Client:
         namespace.sockets[socket.id] = socket
         socket.connected = True
         socket.join(socket.id)
-        self._send(Connect(namespace.name, {"sid": socket.id}))
+        missed: list[list[Outgoing]] = []
+        restored, socket._restored = socket._restored, None
+        if restored is not None and namespace.adapter.recovery is not None:
+            socket.join(*restored.rooms)
+            missed = namespace.adapter.recovery.missed(restored)
+        data = {"sid": socket.id} if socket.pid is None else {"sid": socket.id, "pid": socket.pid}
+        self._send(Connect(namespace.name, data))
         pending, socket._pre_connect = socket._pre_connect or [], None
-        for messages in pending:
+        for messages in [*missed, *pending]:
             socket._send_encoded(messages)
         if socket._disconnect_when_connected is not None:
             socket.disconnect(close=socket._disconnect_when_connected)
@@ -191,8 +214,12 @@ class Client:
         """The Engine.IO connection ended: every socket of it disconnects with ``reason``."""
         sockets = list(self.sockets.values())
         self.sockets.clear()
+        now = trio.current_time()
         for socket in sockets:
             socket.namespace.sockets.pop(socket.id, None)
+            recovery = socket.namespace.adapter.recovery
+            if recovery is not None and socket.pid is not None and reason in recovery.reasons:
+                recovery.persist(socket, socket.pid, now)
             socket._release()
         for socket in sockets:
             await socket.namespace._run_disconnect(socket, reason)

@@ -36,6 +36,7 @@ from hub.server.adapter import DEFAULT_SLICE
 from hub.server.broadcast import BroadcastOperator
 from hub.server.client import Client
 from hub.server.namespace import Handler, Middleware, Namespace
+from hub.server.recovery import Recovery, RecoveryOptions
 from hub.transport.asgi import ASGIApp
 from hub.transport.engine import Cors, EngineOptions, EngineServer, EngineSocket
 from hub.transport.http import App
@@ -77,6 +78,8 @@ class ServerOptions:
     # A broadcast to more sockets than this is written in slices of this many, yielding to the
     # scheduler in between (hub.server.adapter).
     broadcast_slice: int = attrs.field(default=DEFAULT_SLICE, validator=attrs.validators.ge(1))
+    # Connection state recovery (hub.server.recovery): off unless given.
+    recovery: RecoveryOptions | None = None
 
     def engine_options(self) -> EngineOptions:
         return EngineOptions(
@@ -263,6 +266,8 @@ class Server:
     def _adopt(self, namespace: Namespace) -> Namespace:
         namespace.adapter.nursery = self._nursery
         namespace.adapter.slice_size = self.options.broadcast_slice
+        if self.options.recovery is not None and namespace.adapter.recovery is None:
+            namespace.adapter.recovery = Recovery(self.options.recovery)
         return namespace
 
     async def serve(
