@@ -78,6 +78,7 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "HUB_MAX_PAYLOAD": ("max_payload", _int),
     "HUB_TOKEN_WARNING": ("token_warning", _float),
     "HUB_RECOVERY_SECONDS": ("recovery_seconds", _float),
+    "HUB_SHUTDOWN_SECONDS": ("shutdown_seconds", _float),
     "HUB_MAX_INTERNAL_BODY": ("max_internal_body", _int),
 }
 
@@ -91,6 +92,7 @@ _RANGES: tuple[tuple[str, float, float], ...] = (
     ("max_payload", 1, 1 << 30),
     ("token_warning", 0, 86400 * 365),
     ("recovery_seconds", 0, 86400),
+    ("shutdown_seconds", 0, 3600),
     ("max_internal_body", 1, 1 << 30),
 )
 
@@ -121,6 +123,8 @@ class Config:
     # Connection state recovery: a client back within this many seconds gets its socket and
     # the events it missed (hub.server.recovery); 0 turns it off.
     recovery_seconds: float = 120.0
+    # On SIGTERM, how long clients get to be let go before the process exits anyway.
+    shutdown_seconds: float = 10.0
     max_internal_body: int = 1_000_000
     freeze_gc: bool = False  # see hub.server.ServerOptions.freeze_gc; `hub serve` turns it on
 

@@ -119,6 +119,7 @@ class Hub:
                 ),
             )
         )
+        self.shutting_down = False
         # user id -> that user's live sockets (several tabs)
         self.connections: dict[str, dict[str, Socket]] = {}
         self._expiry: dict[str, trio.CancelScope] = {}
@@ -408,6 +409,25 @@ class Hub:
         return len(sockets)
 
     # -- serving ---------------------------------------------------------------------------
+
+    async def shutdown(self) -> bool:
+        """Shut down gracefully (SIGTERM): the internal API stops taking emits (503, so no
+        emit it accepted is lost: each was written to its sockets' queues already), new
+        connections are refused, and every client is closed at the Engine.IO level after what
+        was queued for it, so it reconnects elsewhere. Waits at most ``shutdown_seconds``.
+
+        Returns:
+            Whether every client was let go in time.
+        """
+        self.shutting_down = True
+        log.info("shutting down: closing %d connections", len(self.server.engine.sockets))
+        done = await self.server.shutdown(self.config.shutdown_seconds)
+        if not done:
+            log.warning(
+                "shutdown deadline passed with %d connections open",
+                len(self.server.engine.sockets),
+            )
+        return done
 
     async def serve(
         self, *, task_status: trio.TaskStatus[HubAddresses] = trio.TASK_STATUS_IGNORED

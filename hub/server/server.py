@@ -249,6 +249,17 @@ class Server:
             max_buffered=self.options.max_buffered,
         )
 
+    async def shutdown(self, grace: float = 10.0) -> bool:
+        """Shut down gracefully: refuse new connections (503), close every client at the
+        Engine.IO level so that it reconnects (elsewhere, behind a proxy; with connection state
+        recovery, to its saved session), after what was queued for it, and wait up to ``grace``
+        seconds for them to go. The caller then cancels :meth:`serve`.
+
+        Returns:
+            Whether every client was let go within ``grace``.
+        """
+        return await self.engine.shutdown(grace)
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the server's sessions (without a listener: for ASGI or a custom listener)."""
         async with trio.open_nursery() as nursery:

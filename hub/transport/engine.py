@@ -351,6 +351,9 @@ class EngineServer:
         # Sessions that the client closed over polling while no GET was waiting, with the time
         # until which the GET it has in flight is answered "6" (noop) rather than refused.
         self._closed_by_client: dict[str, float] = {}
+        # False once the server is shutting down: handshakes are refused (503), the sessions
+        # that are open finish.
+        self.accepting = True
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the sessions until cancelled; closing ends every session."""
@@ -364,6 +367,20 @@ class EngineServer:
         """Close every session at the Engine.IO level (the clients reconnect elsewhere)."""
         for socket in list(self.sockets.values()):
             socket.close(reason)
+
+    async def shutdown(self, grace: float) -> bool:
+        """Refuse new sessions, close every open one at the Engine.IO level after what is
+        queued for it (over polling, with its next GET), and wait for them to end.
+
+        Returns:
+            Whether every session ended within ``grace`` seconds.
+        """
+        self.accepting = False
+        self.close_all("server shutting down")
+        with trio.move_on_after(grace):
+            while self.sockets:
+                await trio.sleep(0.02)
+        return not self.sockets
 
     def _forget(self, socket: EngineSocket) -> None:
         if self.sockets.get(socket.sid) is socket:
@@ -397,6 +414,8 @@ class EngineServer:
         cors = self.options.cors.headers(request)
         if cors is None:
             return _error(EngineErrorCode.FORBIDDEN, status=403)
+        if not self.accepting and "sid" not in request.query:
+            return Response.json(503, {"message": "Server shutting down"}).with_headers(cors)
         if request.query.get("EIO") != "4":
             return _error(EngineErrorCode.UNSUPPORTED_PROTOCOL_VERSION).with_headers(cors)
         if request.query.get("transport") not in self.options.transports:
