@@ -79,6 +79,8 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "HUB_TOKEN_WARNING": ("token_warning", _float),
     "HUB_RECOVERY_SECONDS": ("recovery_seconds", _float),
     "HUB_SHUTDOWN_SECONDS": ("shutdown_seconds", _float),
+    "HUB_MAX_CONNECTIONS": ("max_connections", _int),
+    "HUB_CONNECTIONS_PER_IP": ("connections_per_ip", _float),
     "HUB_MAX_INTERNAL_BODY": ("max_internal_body", _int),
 }
 
@@ -93,6 +95,8 @@ _RANGES: tuple[tuple[str, float, float], ...] = (
     ("token_warning", 0, 86400 * 365),
     ("recovery_seconds", 0, 86400),
     ("shutdown_seconds", 0, 3600),
+    ("max_connections", 0, 10_000_000),
+    ("connections_per_ip", 0, 1_000_000),
     ("max_internal_body", 1, 1 << 30),
 )
 
@@ -125,6 +129,10 @@ class Config:
     recovery_seconds: float = 120.0
     # On SIGTERM, how long clients get to be let go before the process exits anyway.
     shutdown_seconds: float = 10.0
+    # New connections: at most this many open (503) and, per client address, this many per
+    # second on average with bursts of 20 (429); 0 is no limit.
+    max_connections: int = 0
+    connections_per_ip: float = 0.0
     max_internal_body: int = 1_000_000
     freeze_gc: bool = False  # see hub.server.ServerOptions.freeze_gc; `hub serve` turns it on
 

@@ -106,6 +106,8 @@ class Hub:
                 cors_credentials=True,
                 max_http_body=config.max_internal_body,
                 freeze_gc=config.freeze_gc,
+                max_connections=config.max_connections,
+                connections_per_second=config.connections_per_ip,
                 recovery=(
                     RecoveryOptions(
                         max_disconnection_duration=config.recovery_seconds,

@@ -96,6 +96,9 @@ class Client:
             return
         if name in self.sockets or name in self._connecting:
             return  # already connected or connecting: nothing new to say
+        if len(self.sockets) + len(self._connecting) >= self.server.options.max_namespaces:
+            self._send(ConnectError({"message": "Too many namespaces"}, namespace=name))
+            return
         request = self.engine.request
         handshake = Handshake(
             headers=request.headers,
@@ -167,6 +170,16 @@ class Client:
         else:
             args = packet.args
         if inspect.iscoroutinefunction(handler):
+            if packet.id is not None:
+                if socket._pending_acks >= self.server.options.max_pending_acks:
+                    log.warning(
+                        "socket %s: over %d events awaiting their ack: disconnected",
+                        socket.id,
+                        self.server.options.max_pending_acks,
+                    )
+                    socket.disconnect()
+                    return
+                socket._pending_acks += 1
             self.nursery.start_soon(self._run_async, handler, socket, args, packet.id)
             return
         try:
@@ -185,6 +198,9 @@ class Client:
         except Exception:
             log.exception("handler %s failed", getattr(handler, "__name__", handler))
             return
+        finally:
+            if ack_id is not None:
+                socket._pending_acks -= 1
         if ack_id is not None and socket.connected:
             self._ack(socket, ack_id, result)
 

@@ -37,6 +37,7 @@ from hub.server.broadcast import BroadcastOperator
 from hub.server.client import Client
 from hub.server.namespace import Handler, Middleware, Namespace
 from hub.server.recovery import Recovery, RecoveryOptions
+from hub.transport.admission import AdmissionOptions
 from hub.transport.asgi import ASGIApp
 from hub.transport.engine import Cors, EngineOptions, EngineServer, EngineSocket
 from hub.transport.http import App
@@ -80,6 +81,19 @@ class ServerOptions:
     broadcast_slice: int = attrs.field(default=DEFAULT_SLICE, validator=attrs.validators.ge(1))
     # Connection state recovery (hub.server.recovery): off unless given.
     recovery: RecoveryOptions | None = None
+    # Against hostile clients (0: no limit). New sessions: at most max_connections open (503),
+    # per client address connections_per_second on average with bursts of connection_burst
+    # (429). An HTTP request head: at most max_header_bytes (431), sent within header_timeout
+    # seconds (or the connection is closed). Per connection, at most max_namespaces namespaces
+    # (CONNECT_ERROR "Too many namespaces"); per socket, at most max_pending_acks events with
+    # an ack being handled at once by async handlers (past it the socket is disconnected).
+    max_connections: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    connections_per_second: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    connection_burst: int = attrs.field(default=20, validator=attrs.validators.ge(1))
+    max_header_bytes: int = attrs.field(default=16384, validator=attrs.validators.ge(1024))
+    header_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    max_namespaces: int = attrs.field(default=32, validator=attrs.validators.ge(1))
+    max_pending_acks: int = attrs.field(default=256, validator=attrs.validators.ge(1))
 
     def engine_options(self) -> EngineOptions:
         return EngineOptions(
@@ -93,10 +107,17 @@ class ServerOptions:
             ),
             cors=Cors(self.cors_origins, self.cors_credentials),
             transports=self.transports,
+            admission=AdmissionOptions(
+                max_connections=self.max_connections,
+                per_ip_rate=self.connections_per_second,
+                per_ip_burst=self.connection_burst,
+            ),
         )
 
     def limits(self) -> Limits:
         return Limits(
+            max_header_bytes=self.max_header_bytes,
+            header_timeout=self.header_timeout,
             max_body_bytes=max(self.max_payload + 1024, self.max_http_body),
             max_message_bytes=self.max_payload,
             max_buffered=self.max_buffered,

@@ -109,6 +109,7 @@ class Socket:
         self._ack_ids = itertools.count()
         self._acks: dict[int, _PendingAck] = {}
         self.recovered = False
+        self._pending_acks = 0  # events with an ack whose async handler is still running
         self.pid: str | None = None
         self._restored: Saved | None = None
 

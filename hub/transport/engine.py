@@ -24,6 +24,7 @@ from hub.engineio.outgoing import Outgoing
 from hub.engineio.packets import Packet, PacketType, decode_packet, decode_payload
 from hub.engineio.session import Incoming, Session, SessionOptions, State, Transport
 from hub.errors import EngineErrorCode, EngineIOError
+from hub.transport.admission import Admission, AdmissionOptions
 from hub.transport.http import Request, Response, WebSocket, WebSocketClosed
 from hub.transport.timers import Timers
 
@@ -86,6 +87,7 @@ class EngineOptions:
     session: SessionOptions = attrs.field(factory=SessionOptions)
     cors: Cors = attrs.field(factory=Cors)
     transports: tuple[str, ...] = ("polling", "websocket")
+    admission: AdmissionOptions = attrs.field(factory=AdmissionOptions)
 
 
 class EngineHandler(Protocol):
@@ -354,6 +356,10 @@ class EngineServer:
         # False once the server is shutting down: handshakes are refused (503), the sessions
         # that are open finish.
         self.accepting = True
+        self._admission = Admission(options.admission)
+        # The address a handshake is counted against (the server swaps in one that believes
+        # its trusted proxies' X-Forwarded-For).
+        self.address_of: Callable[[Request], str] = lambda request: request.client[0]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the sessions until cancelled; closing ends every session."""
@@ -420,6 +426,15 @@ class EngineServer:
             return _error(EngineErrorCode.UNSUPPORTED_PROTOCOL_VERSION).with_headers(cors)
         if request.query.get("transport") not in self.options.transports:
             return _error(EngineErrorCode.UNKNOWN_TRANSPORT).with_headers(cors)
+        if "sid" not in request.query:
+            refusal = self._admission.refuse(
+                self.address_of(request), len(self.sockets), trio.current_time()
+            )
+            if refusal is not None:
+                status, message, retry_after = refusal
+                return Response.json(status, {"message": message}).with_headers(
+                    (*cors, ("Retry-After", str(retry_after)))
+                )
         return cors
 
     # -- HTTP long-polling -----------------------------------------------------------------
