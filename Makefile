@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 3000
 
-.PHONY: install run test check format lint typecheck conformance clean fuzz
+.PHONY: install run test check format lint typecheck conformance clean fuzz leaks
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -51,3 +51,9 @@ FUZZ_SEED ?= hub
 fuzz: install
 	cd tests && nice -n 10 ../$(BIN)/python -m fuzz --scale $(FUZZ_SCALE) --seed $(FUZZ_SEED)
 	HUB_FUZZ_PROFILE=long nice -n 10 $(BIN)/pytest -q --hypothesis-show-statistics tests/test_fuzz_*.py
+
+# The long leak run (RELIABILITY.md, "Leaks"): connect / disconnect cycles on both transports,
+# what the server still holds afterwards (one JSON line per transport). LEAK_CYCLES per transport.
+LEAK_CYCLES ?= 20000
+leaks: install
+	nice -n 10 $(BIN)/python tests/support/cycles.py --cycles $(LEAK_CYCLES)

@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -170,6 +171,11 @@ def _serve(args: argparse.Namespace) -> int:
             if args.demo:
                 assert isinstance(store, SQLiteStore)
                 print(seed_demo(store, config, addresses.internal_url), flush=True)
+            with trio.open_signal_receiver(signal.SIGTERM) as signals:
+                async for _ in signals:
+                    await hub.shutdown()
+                    nursery.cancel_scope.cancel()
+                    break
 
     trio.run(run)
     return 0

@@ -93,6 +93,8 @@ async def start(
         "emit_token": EMIT_TOKEN,
         "ping_interval": 1,
         "ping_timeout": 1,
+        # Off: the events here are compared whole (with it on, each carries its offset last).
+        "recovery_seconds": 0,
         **settings,
     }
     hub = Hub(Config(**options).check(), store)

@@ -49,7 +49,12 @@ class GatedStore:
 
 async def _start(nursery: trio.Nursery, store: GatedStore) -> tuple[Hub, str, str]:
     config = Config(
-        port=0, jwt_secret="s" * 32, emit_token="e", ping_interval=5, token_warning=1
+        recovery_seconds=0,  # raw clients here expect CONNECT to carry only the sid
+        port=0,
+        jwt_secret="s" * 32,
+        emit_token="e",
+        ping_interval=5,
+        token_warning=1,
     ).check()
     hub_ = Hub(config, store)
     addresses = await nursery.start(hub_.serve)

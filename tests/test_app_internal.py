@@ -51,7 +51,9 @@ async def start_hub(nursery: trio.Nursery, tmp_path: Path, **settings: Any) -> H
     for user in ("alice", "bob", "carol"):
         store.add_user(user, email=f"{user}@example.com")
     store.add_project("p1", owner="alice")
-    config = Config(port=0, jwt_secret=SECRET, emit_token=EMIT_TOKEN, **settings).check()
+    config = Config(
+        port=0, jwt_secret=SECRET, emit_token=EMIT_TOKEN, recovery_seconds=0, **settings
+    ).check()
     addresses: HubAddresses = await nursery.start(Hub(config, store).serve)
     return addresses
 

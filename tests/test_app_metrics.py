@@ -96,6 +96,8 @@ class Hubs:
             "internal_port": 0,
             "jwt_secret": SECRET,
             "emit_token": EMIT_TOKEN,
+            # Off: frames are compared whole (with it on, each event carries its offset last).
+            "recovery_seconds": 0,
             **settings,
         }
         hub = Hub(Config(**options).check(), self.store)

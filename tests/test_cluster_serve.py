@@ -108,7 +108,7 @@ async def test_two_hub_serve_nodes_share_a_users_events(
                 json={"event": "cluster-check", "to": ["user:ann"], "data": {"text": "hi"}},
             )
         assert response.status_code == 200, response.text
-        name, data = json.loads((await tab.receive_text(5.0))[2:])
+        name, data, _offset = json.loads((await tab.receive_text(5.0))[2:])
         assert name == "cluster-check"
         assert data["text"] == "hi"
         await tab.aclose()

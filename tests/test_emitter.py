@@ -81,7 +81,7 @@ async def start_hub(nursery: trio.Nursery, tmp_path: Path) -> HubAddresses:
     for user in ("alice", "bob", ODD_USER):
         store.add_user(user)
     store.add_project("p1", owner="alice")
-    config = Config(port=0, jwt_secret=SECRET, emit_token=EMIT_TOKEN).check()
+    config = Config(port=0, jwt_secret=SECRET, emit_token=EMIT_TOKEN, recovery_seconds=0).check()
     addresses: HubAddresses = await nursery.start(Hub(config, store).serve)
     return addresses
 

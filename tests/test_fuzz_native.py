@@ -114,12 +114,6 @@ def test_a_head_over_the_limit_in_pieces_is_431(http: live.HttpTarget) -> None:
         assert live.parse_responses(live.send_and_finish(sock, head[1000:])).statuses == (431,)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hub/transport/native.py: h11's max_incomplete_event_size bounds only a head that is"
-    " still incomplete; one receive_some() (up to 64 KiB) holding a whole head is parsed"
-    " whatever its size",
-)
 def test_a_head_over_the_limit_at_once_is_431(http: live.HttpTarget) -> None:
     pad = b"a" * (Limits().max_header_bytes + 4000)
     head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + pad + b"\r\n\r\n"

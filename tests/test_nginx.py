@@ -246,7 +246,8 @@ async def test_each_transport_connects_through_nginx_and_stays_on_one_node(
             )
         assert await emit(node, "fence", {}, f"user:{user}") == 1
         await client.expect("event", name="fence")
-        assert [e["args"] for e in client.events("where")] == [[{"node": node.id}]]
+        # (its recovery offset follows the data)
+        assert [e["args"][:1] for e in client.events("where")] == [[{"node": node.id}]]
         lost_nothing(client)
 
     routed = cluster.check_affinity()

@@ -101,6 +101,10 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "HUB_PING_TIMEOUT": ("ping_timeout", _float),
     "HUB_MAX_PAYLOAD": ("max_payload", _int),
     "HUB_TOKEN_WARNING": ("token_warning", _float),
+    "HUB_RECOVERY_SECONDS": ("recovery_seconds", _float),
+    "HUB_SHUTDOWN_SECONDS": ("shutdown_seconds", _float),
+    "HUB_MAX_CONNECTIONS": ("max_connections", _int),
+    "HUB_CONNECTIONS_PER_IP": ("connections_per_ip", _float),
     "HUB_MAX_INTERNAL_BODY": ("max_internal_body", _int),
     "HUB_NODE_ID": ("node_id", _text),
     "HUB_TRUSTED_PROXIES": ("trusted_proxies", lambda v, n: _list(v)),
@@ -120,6 +124,10 @@ _RANGES: tuple[tuple[str, float, float], ...] = (
     ("ping_timeout", 0.001, 86400),
     ("max_payload", 1, 1 << 30),
     ("token_warning", 0, 86400 * 365),
+    ("recovery_seconds", 0, 86400),
+    ("shutdown_seconds", 0, 3600),
+    ("max_connections", 0, 10_000_000),
+    ("connections_per_ip", 0, 1_000_000),
     ("max_internal_body", 1, 1 << 30),
     ("max_buffered", 1024, 1 << 31),
 )
@@ -148,6 +156,15 @@ class Config:
     ping_timeout: float = 20.0
     max_payload: int = 1_000_000
     token_warning: float = 300.0
+    # Connection state recovery: a client back within this many seconds gets its socket and
+    # the events it missed (hub.server.recovery); 0 turns it off.
+    recovery_seconds: float = 120.0
+    # On SIGTERM, how long clients get to be let go before the process exits anyway.
+    shutdown_seconds: float = 10.0
+    # New connections: at most this many open (503) and, per client address, this many per
+    # second on average with bursts of 20 (429); 0 is no limit.
+    max_connections: int = 0
+    connections_per_ip: float = 0.0
     max_internal_body: int = 1_000_000
     freeze_gc: bool = False  # see hub.server.ServerOptions.freeze_gc; `hub serve` turns it on
     # Several nodes behind nginx: the node's name, put before its session ids for sticky

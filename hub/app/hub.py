@@ -30,7 +30,8 @@ from hub.app.events import EVENTS, to_wire, validate_event
 from hub.app.metrics import HubStats, health_needs_token, health_routes
 from hub.app.store import AccessStore, StoreError
 from hub.cluster import RedisCluster
-from hub.server import ConnectionRefused, Server, ServerOptions, Socket
+from hub.server import ConnectionRefused, RecoveryOptions, Server, ServerOptions, Socket
+from hub.server.recovery import RECOVERABLE_REASONS, Saved
 
 __all__ = ["Hub", "HubAddresses", "RoomError"]
 
@@ -110,11 +111,25 @@ class Hub:
                 max_buffered=config.max_buffered,
                 node_id=config.node_id,
                 trusted_proxies=config.trusted_proxies,
+                max_connections=config.max_connections,
+                connections_per_second=config.connections_per_ip,
+                recovery=(
+                    RecoveryOptions(
+                        max_disconnection_duration=config.recovery_seconds,
+                        # A recovered socket shows its token again, like a new one.
+                        skip_middlewares=False,
+                        # The client comes back with a fresh token from its auth callback.
+                        reasons=RECOVERABLE_REASONS | {"token expired"},
+                    )
+                    if config.recovery_seconds > 0
+                    else None
+                ),
             ),
             # With several nodes, broadcasts reach every node's sockets, and
             # ``server.to(...).everywhere`` acts on (and counts) them all: hub.cluster.
             cluster=RedisCluster(config.redis_url) if config.redis_url else None,
         )
+        self.shutting_down = False
         # user id -> that user's live sockets (several tabs)
         self.connections: dict[str, dict[str, Socket]] = {}
         # Refusals and internal emits (hub.app.metrics); True while serve() listens.
@@ -166,13 +181,15 @@ class Hub:
                 },
             )
             raise ConnectionRefused(exc.message, exc.payload()) from None
+        if socket.recovered and socket.data.get("user_id") != identity.user_id:
+            socket.start_afresh()  # another user's session: this one gets a new socket
         socket.data["user_id"] = identity.user_id
         socket.data["email"] = identity.email or user.email
         socket.data["expires_at"] = identity.expires_at
 
     def _on_connect(self, socket: Socket, auth: dict[str, Any]) -> None:
         user_id: str = socket.data["user_id"]
-        socket.join(user_room(user_id))
+        socket.join(user_room(user_id))  # a recovered socket also gets back its other rooms
         self.connections.setdefault(user_id, {})[socket.id] = socket
         self._watch_expiry(socket)
         log.info(
@@ -390,10 +407,21 @@ class Hub:
 
     def join_rooms(self, user_id: str, rooms: Iterable[str]) -> int:
         """Put every socket of a user in ``rooms``; returns how many sockets."""
+        rooms = list(rooms)
         sockets = self.sockets_of(user_id)
         for socket in sockets:
             socket.join(*rooms)
+        for saved in self._saved_sessions(user_id):
+            saved.rooms.update(rooms)
         return len(sockets)
+
+    def _saved_sessions(self, user_id: str) -> list[Saved]:
+        """The user's sockets that are away but may be recovered (they follow joins, leaves
+        and logouts too, so a recovered tab has the rooms it would have had)."""
+        recovery = self.server.main.adapter.recovery
+        if recovery is None:
+            return []
+        return [saved for saved in recovery.saved() if saved.data.get("user_id") == user_id]
 
     def leave_rooms(self, user_id: str, rooms: Iterable[str]) -> int:
         """Take every socket of a user out of ``rooms`` (e.g. access revoked); returns how many."""
@@ -403,6 +431,8 @@ class Hub:
             self._revocations[user_id] = self._revocations.get(user_id, 0) + 1
         for socket in sockets:
             socket.leave(*rooms)
+        for saved in self._saved_sessions(user_id):
+            saved.rooms.difference_update(rooms)
         return len(sockets)
 
     def revoke_project(self, user_id: str, project_id: str) -> int:
@@ -417,6 +447,9 @@ class Hub:
         sockets = self.sockets_of(user_id)
         for socket in sockets:
             socket.disconnect()
+        recovery = self.server.main.adapter.recovery
+        if recovery is not None:
+            recovery.forget(lambda saved: saved.data.get("user_id") == user_id)
         return len(sockets)
 
     # -- across the cluster (every node through Redis; this node only without one) --------
@@ -475,6 +508,25 @@ class Hub:
         return local
 
     # -- serving ---------------------------------------------------------------------------
+
+    async def shutdown(self) -> bool:
+        """Shut down gracefully (SIGTERM): the internal API stops taking emits (503, so no
+        emit it accepted is lost: each was written to its sockets' queues already), new
+        connections are refused, and every client is closed at the Engine.IO level after what
+        was queued for it, so it reconnects elsewhere. Waits at most ``shutdown_seconds``.
+
+        Returns:
+            Whether every client was let go in time.
+        """
+        self.shutting_down = True
+        log.info("shutting down: closing %d connections", len(self.server.engine.sockets))
+        done = await self.server.shutdown(self.config.shutdown_seconds)
+        if not done:
+            log.warning(
+                "shutdown deadline passed with %d connections open",
+                len(self.server.engine.sockets),
+            )
+        return done
 
     async def serve(
         self, *, task_status: trio.TaskStatus[HubAddresses] = trio.TASK_STATUS_IGNORED

@@ -19,7 +19,7 @@ served under ``/internal/`` on the public port, or only on its own port when one
 Errors are JSON ``{"error": {"code": ..., "message": ..., "field": ...}}``: 401 without the right
 token, 400 for a body that is not the JSON asked for, 404 for an unknown path, 405 for a wrong
 method, 413 for a body over the limit, 422 for an event payload that fails validation (naming the
-field).
+field), 503 once the hub is shutting down (nothing was done: send it again to a node that is up).
 """
 
 from __future__ import annotations
@@ -246,6 +246,9 @@ class InternalAPI:
         if handler is None:
             raise _Refusal(404, "NOT_FOUND", f"no such endpoint: {request.path}")
         self._method(method, "POST")
+        if self.hub.shutting_down:
+            # Said, not dropped: the caller sends it again, to a node that is up.
+            raise _Refusal(503, "SHUTTING_DOWN", "the hub is shutting down; nothing was done")
         return await handler(self._json(request))
 
     @staticmethod

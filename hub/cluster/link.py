@@ -46,7 +46,7 @@ from hub.cluster.wire import (
 )
 from hub.errors import LocalProtocolError
 from hub.protocol import Event
-from hub.server.socket import AckTimeout, Socket, encode_outgoing
+from hub.server.socket import AckTimeout, Socket
 
 if TYPE_CHECKING:
     from hub.cluster.redis import RedisCluster
@@ -135,19 +135,19 @@ class ClusterNamespace:
             MalformedMessage: the event cannot be sent to Socket.IO clients (a reserved name, a
                 value JSON cannot hold).
         """
+        namespace = self.namespace
         try:
-            messages = encode_outgoing(event)
+            # As a broadcast of this node: kept for connection state recovery when it is on.
+            return namespace.adapter.broadcast(
+                event,
+                rooms,
+                except_rooms,
+                frozenset(),
+                namespace.sockets.values(),
+                volatile=volatile,
+            )
         except LocalProtocolError as exc:
             raise MalformedMessage(f"a cluster event cannot be sent to clients: {exc}") from None
-        namespace = self.namespace
-        return namespace.adapter.deliver(
-            messages,
-            rooms,
-            except_rooms,
-            frozenset(),
-            namespace.sockets.values(),
-            volatile=volatile,
-        )
 
     # -- broadcasts ------------------------------------------------------------------------
 

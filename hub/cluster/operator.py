@@ -18,7 +18,7 @@ import attrs
 from hub.cluster.errors import ClusterError
 from hub.cluster.remote import RemoteSocket
 from hub.protocol import Event
-from hub.server.socket import Socket, encode_outgoing
+from hub.server.socket import Socket
 
 if TYPE_CHECKING:
     from hub.cluster.link import ClusterNamespace
@@ -86,9 +86,8 @@ class ClusterOperator:
         op = self.operator
         namespace = op.namespace
         packet = Event(event, args, namespace=namespace.name)
-        messages = encode_outgoing(packet)
-        local = namespace.adapter.deliver(
-            messages,
+        local = namespace.adapter.broadcast(
+            packet,
             op.rooms,
             op.except_rooms,
             op.exclude,

@@ -2,6 +2,7 @@
 
 from hub.server.broadcast import BroadcastOperator
 from hub.server.namespace import Namespace
+from hub.server.recovery import RecoveryOptions
 from hub.server.server import Server, ServerOptions
 from hub.server.socket import AckTimeout, ConnectionRefused, Handshake, Socket
 
@@ -11,6 +12,7 @@ __all__ = [
     "ConnectionRefused",
     "Handshake",
     "Namespace",
+    "RecoveryOptions",
     "Server",
     "ServerOptions",
     "Socket",

@@ -19,9 +19,13 @@ from collections.abc import Iterable, Iterator
 from time import perf_counter
 from typing import TYPE_CHECKING
 
+import attrs
 import trio
 
 from hub.engineio.outgoing import Outgoing
+from hub.protocol import Event
+from hub.server.recovery import Recovery
+from hub.server.socket import encode_outgoing
 from hub.server.stats import Stats
 
 if TYPE_CHECKING:
@@ -71,6 +75,8 @@ class LocalAdapter:
         nursery: where the delivery task runs (the server sets it while it runs); without one
             every broadcast is written inline.
         stats: where recipients and delivery times are counted (the server's, once adopted).
+        recovery: the sessions and packets kept for connection state recovery, when it is on
+            (:mod:`hub.server.recovery`).
     """
 
     def __init__(self, *, slice_size: int = DEFAULT_SLICE) -> None:
@@ -82,6 +88,7 @@ class LocalAdapter:
         self.backlog: deque[_Delivery] = deque()
         self._draining = False
         self.stats = Stats()
+        self.recovery: Recovery | None = None
 
     def add(self, socket: Socket, room: str) -> None:
         self.rooms.setdefault(room, {})[socket.id] = socket
@@ -123,6 +130,31 @@ class LocalAdapter:
                 if sid not in seen:
                     seen.add(sid)
                     yield socket
+
+    def broadcast(
+        self,
+        packet: Event,
+        rooms: frozenset[str],
+        except_rooms: frozenset[str],
+        exclude: frozenset[str],
+        everyone: Iterable[Socket],
+        *,
+        volatile: bool = False,
+    ) -> int:
+        """Encode an event once and deliver it (see :meth:`deliver`).
+
+        With connection state recovery on, an event without an ack that is not volatile gets
+        an offset as its last argument and is kept for replay, as socket.io's session-aware
+        adapter does.
+        """
+        recovery = self.recovery
+        if recovery is None or volatile or packet.id is not None:
+            messages = encode_outgoing(packet)
+        else:
+            packet = attrs.evolve(packet, args=(*packet.args, recovery.next_offset()))
+            messages = encode_outgoing(packet)
+            recovery.store(rooms, except_rooms | exclude, messages, trio.current_time())
+        return self.deliver(messages, rooms, except_rooms, exclude, everyone, volatile=volatile)
 
     def deliver(
         self,

@@ -9,7 +9,7 @@ import attrs
 
 from hub.protocol import Event
 from hub.server.observer import notify
-from hub.server.socket import Socket, encode_outgoing
+from hub.server.socket import Socket
 
 if TYPE_CHECKING:
     from hub.cluster.operator import ClusterOperator
@@ -78,9 +78,8 @@ class BroadcastOperator:
             hub.errors.LocalProtocolError: the event or arguments cannot be encoded.
         """
         packet = Event(event, args, namespace=self.namespace.name)
-        messages = encode_outgoing(packet)
-        count = self.namespace.adapter.deliver(
-            messages,
+        count = self.namespace.adapter.broadcast(
+            packet,
             self.rooms,
             self.except_rooms,
             self.exclude,

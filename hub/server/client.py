@@ -22,6 +22,7 @@ from hub.server.observer import notify
 from hub.server.socket import ConnectionRefused, Handshake, Socket, encode_outgoing
 
 if TYPE_CHECKING:
+    from hub.engineio.outgoing import Outgoing
     from hub.server.namespace import Namespace
     from hub.server.server import Server
     from hub.transport.engine import Alarm, EngineSocket
@@ -110,6 +111,9 @@ class Client:
         connecting = self._connecting
         if name in self.sockets or (connecting is not None and name in connecting):
             return  # already connected or connecting: nothing new to say
+        if len(self.sockets) + len(connecting or ()) >= self.server.options.max_namespaces:
+            self._send(ConnectError({"message": "Too many namespaces"}, namespace=name))
+            return
         request = self.engine.request
         handshake = Handshake(
             headers=request.headers,
@@ -118,14 +122,30 @@ class Client:
             address=client_address(request.client[0], request.headers, self.server.trusted_proxies),
         )
         socket = Socket(namespace, self, handshake)
+        recovery = namespace.adapter.recovery
+        if recovery is not None:
+            auth = handshake.auth
+            saved = (
+                recovery.restore(auth.get("pid"), auth.get("offset"), trio.current_time())
+                if isinstance(auth, dict)
+                else None
+            )
+            if saved is None:
+                socket.pid = recovery.new_pid()
+            else:
+                socket.id, socket.pid, socket.data = saved.sid, saved.pid, saved.data
+                socket.recovered = True
+                socket._restored = saved
         if connecting is None:
             connecting = self._connecting = set()
         connecting.add(name)
         self.nursery.start_soon(self._connect, namespace, socket)
 
     async def _connect(self, namespace: Namespace, socket: Socket) -> None:
+        options = self.server.options.recovery
+        skip = socket.recovered and options is not None and options.skip_middlewares
         try:
-            await namespace._run_connect(socket, socket.handshake.auth)
+            await namespace._run_connect(socket, socket.handshake.auth, middleware=not skip)
         except ConnectionRefused as refusal:
             if namespace.observers:
                 notify(namespace.observers, "on_refuse", socket, refusal.payload())
@@ -154,9 +174,15 @@ class Client:
         namespace.sockets[socket.id] = socket
         socket.connected = True
         socket.join(socket.id)
-        self._send(Connect(namespace.name, {"sid": socket.id}))
+        missed: list[list[Outgoing]] = []
+        restored, socket._restored = socket._restored, None
+        if restored is not None and namespace.adapter.recovery is not None:
+            socket.join(*restored.rooms)
+            missed = namespace.adapter.recovery.missed(restored)
+        data = {"sid": socket.id} if socket.pid is None else {"sid": socket.id, "pid": socket.pid}
+        self._send(Connect(namespace.name, data))
         pending, socket._pre_connect = socket._pre_connect or [], None
-        for messages in pending:
+        for messages in [*missed, *pending]:
             socket._send_encoded(messages)
         if namespace.observers:
             notify(namespace.observers, "on_connect", socket)
@@ -176,6 +202,16 @@ class Client:
         else:
             args = packet.args
         if inspect.iscoroutinefunction(handler):
+            if packet.id is not None:
+                if socket._pending_acks >= self.server.options.max_pending_acks:
+                    log.warning(
+                        "socket %s: over %d events awaiting their ack: disconnected",
+                        socket.id,
+                        self.server.options.max_pending_acks,
+                    )
+                    socket.disconnect()
+                    return
+                socket._pending_acks += 1
             self.nursery.start_soon(self._run_async, handler, socket, args, packet.id)
             return
         try:
@@ -194,6 +230,9 @@ class Client:
         except Exception:
             log.exception("handler %s failed", getattr(handler, "__name__", handler))
             return
+        finally:
+            if ack_id is not None:
+                socket._pending_acks -= 1
         if ack_id is not None and socket.connected:
             self._ack(socket, ack_id, result)
 
@@ -225,10 +264,14 @@ class Client:
         """The Engine.IO connection ended: every socket of it disconnects with ``reason``."""
         sockets = list(self.sockets.values())
         self.sockets.clear()
+        now = trio.current_time()
         for socket in sockets:
             socket.namespace.sockets.pop(socket.id, None)
             if socket.namespace.observers:
                 notify(socket.namespace.observers, "on_disconnect", socket, reason)
+            recovery = socket.namespace.adapter.recovery
+            if recovery is not None and socket.pid is not None and reason in recovery.reasons:
+                recovery.persist(socket, socket.pid, now)
             socket._release()
         for socket in sockets:
             await socket.namespace._run_disconnect(socket, reason)

@@ -97,9 +97,11 @@ class Namespace:
 
     # -- running handlers ------------------------------------------------------------------
 
-    async def _run_connect(self, socket: Socket, auth: dict[str, Any]) -> None:
-        for middleware in self.middleware:
-            result = middleware(socket, auth)
+    async def _run_connect(
+        self, socket: Socket, auth: dict[str, Any], *, middleware: bool = True
+    ) -> None:
+        for run in self.middleware if middleware else ():
+            result = run(socket, auth)
             if inspect.isawaitable(result):
                 await result
         handler = self.handlers.get("connect")

@@ -35,10 +35,12 @@ from hub.engineio.session import SessionOptions
 from hub.server.adapter import DEFAULT_SLICE
 from hub.server.broadcast import BroadcastOperator
 from hub.server.client import Client
-from hub.server.forwarded import trusted_networks
+from hub.server.forwarded import client_address, trusted_networks
 from hub.server.namespace import Handler, Middleware, Namespace
 from hub.server.observer import Observer, notify
+from hub.server.recovery import Recovery, RecoveryOptions
 from hub.server.stats import Stats
+from hub.transport.admission import AdmissionOptions
 from hub.transport.asgi import ASGIApp
 from hub.transport.engine import Cors, EngineOptions, EngineServer, EngineSocket
 from hub.transport.http import App
@@ -94,6 +96,21 @@ class ServerOptions:
     # A broadcast to more sockets than this is written in slices of this many, yielding to the
     # scheduler in between (hub.server.adapter).
     broadcast_slice: int = attrs.field(default=DEFAULT_SLICE, validator=attrs.validators.ge(1))
+    # Connection state recovery (hub.server.recovery): off unless given.
+    recovery: RecoveryOptions | None = None
+    # Against hostile clients (0: no limit). New sessions: at most max_connections open (503),
+    # per client address connections_per_second on average with bursts of connection_burst
+    # (429). An HTTP request head: at most max_header_bytes (431), sent within header_timeout
+    # seconds (or the connection is closed). Per connection, at most max_namespaces namespaces
+    # (CONNECT_ERROR "Too many namespaces"); per socket, at most max_pending_acks events with
+    # an ack being handled at once by async handlers (past it the socket is disconnected).
+    max_connections: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    connections_per_second: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    connection_burst: int = attrs.field(default=20, validator=attrs.validators.ge(1))
+    max_header_bytes: int = attrs.field(default=16384, validator=attrs.validators.ge(1024))
+    header_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    max_namespaces: int = attrs.field(default=32, validator=attrs.validators.ge(1))
+    max_pending_acks: int = attrs.field(default=256, validator=attrs.validators.ge(1))
 
     def engine_options(self) -> EngineOptions:
         return EngineOptions(
@@ -108,10 +125,17 @@ class ServerOptions:
             cors=Cors(self.cors_origins, self.cors_credentials),
             transports=self.transports,
             sid_prefix=f"{self.node_id}." if self.node_id else "",
+            admission=AdmissionOptions(
+                max_connections=self.max_connections,
+                per_ip_rate=self.connections_per_second,
+                per_ip_burst=self.connection_burst,
+            ),
         )
 
     def limits(self) -> Limits:
         return Limits(
+            max_header_bytes=self.max_header_bytes,
+            header_timeout=self.header_timeout,
             max_body_bytes=max(self.max_payload + 1024, self.max_http_body),
             max_message_bytes=self.max_payload,
             max_buffered=self.max_buffered,
@@ -143,6 +167,10 @@ class Server:
         self.cluster = cluster
         self.trusted_proxies = trusted_networks(self.options.trusted_proxies)
         self.engine = EngineServer(self, self.options.engine_options())
+        # Connection attempts are counted per client address, as the trusted proxies tell it.
+        self.engine.address_of = lambda request: client_address(
+            request.client[0], request.headers, self.trusted_proxies
+        )
         # Totals since start (hub.server.stats), shared by every namespace's adapter; the
         # bytes and upgrades are the engine's (``engine.stats``).
         self.stats = Stats()
@@ -287,6 +315,17 @@ class Server:
             max_buffered=self.options.max_buffered,
         )
 
+    async def shutdown(self, grace: float = 10.0) -> bool:
+        """Shut down gracefully: refuse new connections (503), close every client at the
+        Engine.IO level so that it reconnects (elsewhere, behind a proxy; with connection state
+        recovery, to its saved session), after what was queued for it, and wait up to ``grace``
+        seconds for them to go. The caller then cancels :meth:`serve`.
+
+        Returns:
+            Whether every client was let go within ``grace``.
+        """
+        return await self.engine.shutdown(grace)
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the server's sessions (without a listener: for ASGI or a custom listener)."""
         async with trio.open_nursery() as nursery:
@@ -312,6 +351,8 @@ class Server:
         namespace.adapter.stats = self.stats
         if self.cluster is not None:
             namespace.cluster = self.cluster.attach(namespace)
+        if self.options.recovery is not None and namespace.adapter.recovery is None:
+            namespace.adapter.recovery = Recovery(self.options.recovery)
         return namespace
 
     async def serve(

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from hub.server.broadcast import BroadcastOperator
     from hub.server.client import Client
     from hub.server.namespace import Namespace
+    from hub.server.recovery import Saved
 
 __all__ = ["AckTimeout", "ConnectionRefused", "Handshake", "Socket", "encode_outgoing"]
 
@@ -89,6 +90,10 @@ class Socket:
         handshake: what the client sent when it connected.
         data: free for the application (user id, token expiry...).
         connected: True between the CONNECT the server sent and the disconnect.
+        recovered: True when this is a socket restored after a short disconnection, with the
+            id, rooms and ``data`` it had; the events it missed follow its CONNECT
+            (:mod:`hub.server.recovery`). Its rooms are joined once it is connected.
+        pid: its private session id when connection state recovery is on, else None.
     """
 
     # One per client and namespace, thousands at once: slots, and no ack table until a call.
@@ -96,14 +101,18 @@ class Socket:
         "_acks",
         "_disconnect_when_connected",
         "_next_ack_id",
+        "_pending_acks",
         "_pre_connect",
         "_released",
+        "_restored",
         "client",
         "connected",
         "data",
         "handshake",
         "id",
         "namespace",
+        "pid",
+        "recovered",
         "rooms",
     )
 
@@ -120,9 +129,24 @@ class Socket:
         self._released = False
         self._next_ack_id = 0
         self._acks: dict[int, _PendingAck] | None = None  # the calls waiting for their ack
+        self.recovered = False
+        self._pending_acks = 0  # events with an ack whose async handler is still running
+        self.pid: str | None = None
+        self._restored: Saved | None = None
 
     def __repr__(self) -> str:
         return f"<Socket {self.id} {self.namespace.name}>"
+
+    def start_afresh(self) -> None:
+        """For a middleware: do not recover this socket after all (say, the session was
+        another user's); it connects as a new socket, with a new id and empty ``data``."""
+        if not self.recovered or self.connected:
+            return
+        self.id = secrets.token_urlsafe(15)
+        self.pid = secrets.token_urlsafe(15)
+        self.data = {}
+        self.recovered = False
+        self._restored = None
 
     @property
     def transport(self) -> str:
@@ -186,8 +210,14 @@ class Socket:
         Raises:
             hub.errors.LocalProtocolError: the event or arguments cannot be encoded.
         """
-        self._send(Event(event, args, namespace=self.namespace.name))
-        self.namespace.adapter.stats.events_out += 1
+        packet = Event(event, args, namespace=self.namespace.name)
+        if self.namespace.adapter.recovery is not None and self._pre_connect is None:
+            # Kept for replay like a broadcast to the socket's own room (as socket.io does).
+            room = frozenset((self.id,))
+            self.namespace.adapter.broadcast(packet, room, frozenset(), frozenset(), ())
+        else:
+            self._send(packet)
+            self.namespace.adapter.stats.events_out += 1
         if self.namespace.observers:
             notify(self.namespace.observers, "on_emit", self, event, args)
 

@@ -28,6 +28,7 @@ from hub.engineio.outgoing import Outgoing
 from hub.engineio.packets import Packet, PacketType, decode_packet, decode_payload
 from hub.engineio.session import Incoming, Session, SessionOptions, State, Transport
 from hub.errors import EngineErrorCode, EngineIOError
+from hub.transport.admission import Admission, AdmissionOptions
 from hub.transport.counters import TransportStats
 from hub.transport.http import Request, Response, WebSocket, WebSocketClosed
 from hub.transport.timers import Timers
@@ -94,6 +95,7 @@ class EngineOptions:
     # Put before every session id (``"n1."``): a proxy in front of several nodes reads it in the
     # ``sid`` query parameter and sends each request of a session to the node that holds it.
     sid_prefix: str = ""
+    admission: AdmissionOptions = attrs.field(factory=AdmissionOptions)
 
 
 class EngineHandler(Protocol):
@@ -480,6 +482,13 @@ class EngineServer:
         # Sessions that the client closed over polling while no GET was waiting, with the time
         # until which the GET it has in flight is answered "6" (noop) rather than refused.
         self._closed_by_client: dict[str, float] = {}
+        # False once the server is shutting down: handshakes are refused (503), the sessions
+        # that are open finish.
+        self.accepting = True
+        self._admission = Admission(options.admission)
+        # The address a handshake is counted against (the server swaps in one that believes
+        # its trusted proxies' X-Forwarded-For).
+        self.address_of: Callable[[Request], str] = lambda request: request.client[0]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the sessions until cancelled; closing ends every session."""
@@ -493,6 +502,20 @@ class EngineServer:
         """Close every session at the Engine.IO level (the clients reconnect elsewhere)."""
         for socket in list(self.sockets.values()):
             socket.close(reason)
+
+    async def shutdown(self, grace: float) -> bool:
+        """Refuse new sessions, close every open one at the Engine.IO level after what is
+        queued for it (over polling, with its next GET), and wait for them to end.
+
+        Returns:
+            Whether every session ended within ``grace`` seconds.
+        """
+        self.accepting = False
+        self.close_all("server shutting down")
+        with trio.move_on_after(grace):
+            while self.sockets:
+                await trio.sleep(0.02)
+        return not self.sockets
 
     def _forget(self, socket: EngineSocket) -> None:
         if self.sockets.get(socket.sid) is socket:
@@ -534,10 +557,21 @@ class EngineServer:
         cors = self.options.cors.headers(request)
         if cors is None:
             return _error(EngineErrorCode.FORBIDDEN, status=403)
+        if not self.accepting and "sid" not in request.query:
+            return Response.json(503, {"message": "Server shutting down"}).with_headers(cors)
         if request.query.get("EIO") != "4":
             return _error(EngineErrorCode.UNSUPPORTED_PROTOCOL_VERSION).with_headers(cors)
         if request.query.get("transport") not in self.options.transports:
             return _error(EngineErrorCode.UNKNOWN_TRANSPORT).with_headers(cors)
+        if "sid" not in request.query:
+            refusal = self._admission.refuse(
+                self.address_of(request), len(self.sockets), trio.current_time()
+            )
+            if refusal is not None:
+                status, message, retry_after = refusal
+                return Response.json(status, {"message": message}).with_headers(
+                    (*cors, ("Retry-After", str(retry_after)))
+                )
         return cors
 
     # -- HTTP long-polling -----------------------------------------------------------------

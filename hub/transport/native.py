@@ -224,6 +224,11 @@ class _HttpConnection:
     async def _handle(self, head: h11.Request) -> bool:
         """Answer one request. Returns True when the connection must end (or is upgraded:
         then :attr:`upgrade` is set)."""
+        size = len(head.target) + sum(len(name) + len(value) + 4 for name, value in head.headers)
+        if size > self.limits.max_header_bytes:
+            # h11 bounds a head still incomplete; this, one that arrived whole.
+            self._send_error(431, "request header fields too large")
+            return True
         target = head.target.decode("latin-1")
         headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in head.headers]
         method = head.method.decode("ascii")

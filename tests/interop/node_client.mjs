@@ -18,7 +18,9 @@
 //   {"op": "emit", "event", "args", "ack": bool, "tag"} -- emit; with ack, the ack
 //   arrives as {"ev": "ack", "tag", "args"};
 //   {"op": "emitWithAck", "event", "args", "tag", "timeout"} -- the promise API;
-//   {"op": "state"} -- prints the socket's state; {"op": "close"} -- disconnects.
+//   {"op": "state"} -- prints the socket's state; {"op": "close"} -- disconnects;
+//   {"op": "drop"} -- closes the Engine.IO connection as a network failure would (the client
+//   reconnects by itself).
 import { io } from "socket.io-client";
 import { createInterface } from "node:readline";
 
@@ -89,7 +91,12 @@ socket.io.on("open", () => {
   });
 });
 socket.on("connect", () => {
-  print({ ev: "connect", id: socket.id, transport: engineTransport() });
+  print({
+    ev: "connect",
+    id: socket.id,
+    transport: engineTransport(),
+    recovered: socket.recovered,
+  });
 });
 // A transport error's description: the HTTP status (polling) or the ws library's error.
 function describe(description) {
@@ -163,6 +170,11 @@ function run(command) {
         id: socket.id ?? null,
         transport: engineTransport(),
       });
+      break;
+    case "drop":
+      // The connection goes as if the network dropped it: the client reconnects by itself.
+      socket.io.engine.close();
+      print({ ev: "dropped" });
       break;
     case "close":
       // The process stays (until stdin closes) so that the DISCONNECT and the Engine.IO close

@@ -14,8 +14,8 @@ from support.wire import WAIT, closed_code, connect_ws, receive
 
 __all__ = ["SID", "RawSio", "start_server"]
 
-SID = re.compile(r'\{"sid":"[A-Za-z0-9_-]+"\}')
-"""The payload of the server's CONNECT."""
+SID = re.compile(r'\{"sid":"[A-Za-z0-9_-]+"(,"pid":"[A-Za-z0-9_-]+")?\}')
+"""The payload of the server's CONNECT (with connection state recovery on, a ``pid`` too)."""
 
 
 async def start_server(nursery: trio.Nursery, server: Server) -> str:
