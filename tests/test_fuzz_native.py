@@ -132,12 +132,6 @@ BAD_HANDSHAKES = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hub/transport/native.py: NativeWebSocket.accept() answers 400 then raises"
-    " WebSocketClosed(1002), which EngineServer.handle_websocket() lets through and"
-    " _serve_connection() logs as a failed connection, with a traceback, once per such request",
-)
 @pytest.mark.parametrize("request_head", BAD_HANDSHAKES)
 def test_a_bad_websocket_handshake_is_a_400_without_a_traceback(
     server: Server, http: live.HttpTarget, request_head: bytes

@@ -154,6 +154,11 @@ async def _serve_connection(app: App, stream: RawStream, limits: Limits) -> None
                     websocket = NativeWebSocket(stream, *upgrade, limits, nursery)
                     try:
                         await app.handle_websocket(upgrade[0], websocket)
+                    except WebSocketClosed:
+                        if websocket.accepted:
+                            raise
+                        # A bad handshake, already answered (400): nothing more to say.
+                        return
                     except Exception:
                         if not websocket.accepted and not websocket.closed:
                             await websocket.reject(Response.text(500, "internal server error"))
