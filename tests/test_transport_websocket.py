@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -110,6 +111,36 @@ async def test_a_ping_is_answered_and_messages_still_flow(nursery: trio.Nursery)
     while len(events) < 2:
         events += await client.next_events()
     assert events == [ws_events.Pong(payload=b"are you there"), ws_events.TextMessage(data="4é")]
+
+
+class Quiet(Recorder):
+    """Takes messages without answering them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.received = trio.Event()
+
+    def on_message(self, socket: EngineSocket, data: str | bytes) -> None:
+        self.received.set()
+
+
+async def test_an_idle_connection_holds_no_message(nursery: trio.Nursery) -> None:
+    # After a large message, the connection waits for the next one holding none of it.
+    handler = Quiet()
+    _, address = await start_engine(nursery, handler)
+    client = await RawWs.connect(address, TARGET)
+    await client.next_events()  # open
+    tracemalloc.start()
+    try:
+        await client.send(ws_events.TextMessage(data="4" + "a" * 900_000))
+        with trio.fail_after(WAIT):
+            await handler.received.wait()
+        await trio.sleep(0.1)  # the reader waits again
+        snapshot = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    read = snapshot.filter_traces([tracemalloc.Filter(True, "*/hub/transport/frames.py")])
+    assert sum(stat.size for stat in read.statistics("filename")) < 10_000
 
 
 class Alarms(Recorder):

@@ -816,6 +816,9 @@ class EngineServer:
                         socket._rearm()
                     continue
                 socket._receive(decode_packet(message), via=Transport.WEBSOCKET)
+                # Not kept while waiting for the next one: an idle connection would hold its
+                # last message (up to maxPayload) in this frame.
+                del message
         except WebSocketClosed as exc:
             # As engine.io: the connection going away (with or without a close frame) is a
             # "transport close"; a broken frame or an oversize message is a "transport error".
