@@ -142,3 +142,21 @@ async def test_sockets_that_leave_mid_delivery_do_not_stop_it(nursery: trio.Nurs
     server.to("all").emit("big", 2)
     await _receive_all(clients[:-1], 2)
     assert all(client.events == [["big", 1], ["big", 2]] for client in clients[:-1])
+
+
+async def test_an_emitter_faster_than_the_delivery_keeps_the_backlog_bounded(
+    nursery: trio.Nursery,
+) -> None:
+    server, clients = await _room(nursery, broadcast_slice=SLICE)
+    adapter = server.main.adapter
+    most = 0
+    for number in range(40):  # one broadcast per scheduler turn, as an emitting loop does
+        server.to("all").emit("big", number)
+        most = max(most, adapter._queued)
+        await trio.lowlevel.checkpoint()
+    await _receive_all(clients, 40)
+    # Never more than about one broadcast's worth waiting (memory and added latency bounded),
+    # and every client has every broadcast, in order.
+    assert most <= 2 * CLIENTS
+    for client in clients:
+        assert client.events == [["big", number] for number in range(40)]

@@ -9,7 +9,9 @@ delivery task (in the server's nursery) writes it ``slice_size`` sockets at a ti
 the scheduler between slices so heartbeats, reads and other work keep moving. The emitter never
 waits. While the backlog is not empty every later broadcast and every direct emit of this
 namespace joins it too, so each socket still receives the namespace's packets in the order they
-were emitted (as with Node's socket.io, whose fan-out is one synchronous loop).
+were emitted (as with Node's socket.io, whose fan-out is one synchronous loop). An emitter
+faster than the delivery (a loop emitting to a big room once per scheduler turn) does not grow
+the backlog without bound: past about one broadcast's worth it is written out at once, inline.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ class LocalAdapter:
         self.nursery: trio.Nursery | None = None
         self.backlog: deque[_Delivery] = deque()
         self._draining = False
+        self._queued = 0  # writes still to do in the backlog
         self.stats = Stats()
         self.recovery: Recovery | None = None
 
@@ -180,6 +183,12 @@ class LocalAdapter:
             targets: list[Socket] = list(members.values()) if members else []
         else:
             targets = list(self.targets(rooms, except_rooms, exclude, everyone))
+        if self.backlog and self._queued + len(targets) > max(len(targets), 4 * self.slice_size):
+            # Emitted faster than delivered (one emit per scheduler turn to a big room, as an
+            # emitting loop does): the backlog is written now, and this broadcast after it,
+            # inline, as Node's socket.io does every time. The backlog stays within about one
+            # broadcast, in memory and in the latency it adds.
+            self._catch_up()
         queued = (self.backlog or len(targets) > self.slice_size) and self._enqueue(
             _Delivery(targets, messages, volatile=volatile, started=started)
         )
@@ -235,7 +244,34 @@ class LocalAdapter:
                 return False  # the server is shutting down
             self._draining = True
         self.backlog.append(delivery)
+        self._queued += len(delivery.targets)
         return True
+
+    def _write_part(self, delivery: _Delivery, budget: int) -> int:
+        """Write up to ``budget`` of a queued delivery's targets; returns how many."""
+        start = delivery.position
+        end = min(start + budget, len(delivery.targets))
+        chunk = delivery.targets[start:end]
+        if delivery.direct:
+            socket = chunk[0]
+            if not socket.client.engine.closed:
+                _write(socket, delivery.messages)
+        else:
+            self._write_all(chunk, delivery.messages, delivery.volatile)
+        delivery.position = end
+        self._queued -= len(chunk)
+        if end == len(delivery.targets):
+            self.backlog.popleft()
+            if delivery.targets and not delivery.direct:
+                self.stats.delivery.observe(perf_counter() - delivery.started)
+        return len(chunk)
+
+    def _catch_up(self) -> None:
+        """Write the whole backlog now, in order (the delivery task then finds it empty)."""
+        backlog = self.backlog
+        while backlog:
+            delivery = backlog[0]
+            self._write_part(delivery, len(delivery.targets))
 
     async def _drain(self) -> None:
         """Write the backlog in order, ``slice_size`` sockets between two yields."""
@@ -243,22 +279,7 @@ class LocalAdapter:
             budget = self.slice_size
             backlog = self.backlog
             while backlog:
-                delivery = backlog[0]
-                start = delivery.position
-                end = min(start + budget, len(delivery.targets))
-                chunk = delivery.targets[start:end]
-                if delivery.direct:
-                    socket = chunk[0]
-                    if not socket.client.engine.closed:
-                        _write(socket, delivery.messages)
-                else:
-                    self._write_all(chunk, delivery.messages, delivery.volatile)
-                delivery.position = end
-                budget -= len(chunk)
-                if end == len(delivery.targets):
-                    backlog.popleft()
-                    if delivery.targets and not delivery.direct:
-                        self.stats.delivery.observe(perf_counter() - delivery.started)
+                budget -= self._write_part(backlog[0], budget)
                 if budget <= 0:
                     budget = self.slice_size
                     await trio.lowlevel.checkpoint()
