@@ -32,6 +32,7 @@ from hub.app.store import AccessStore, StoreError
 from hub.cluster import RedisCluster
 from hub.server import ConnectionRefused, RecoveryOptions, Server, ServerOptions, Socket
 from hub.server.recovery import RECOVERABLE_REASONS, Saved
+from hub.transport.engine import Alarm
 
 __all__ = ["Hub", "HubAddresses", "RoomError"]
 
@@ -135,7 +136,9 @@ class Hub:
         # Refusals and internal emits (hub.app.metrics); True while serve() listens.
         self.stats = HubStats()
         self.accepting = False
-        self._expiry: dict[str, trio.CancelScope] = {}
+        # socket id -> the alarms of its token's expiry (the warning, then the close): kept
+        # with the session's other deadlines, no task per socket
+        self._expiry: dict[str, list[Alarm]] = {}
         # user id -> how many times rooms were taken from that user; a join whose access check
         # straddles a revocation checks again (connected users only)
         self._revocations: dict[str, int] = {}
@@ -215,9 +218,8 @@ class Hub:
                 "reason": reason,
             },
         )
-        scope = self._expiry.pop(socket.id, None)
-        if scope is not None:
-            scope.cancel()
+        for alarm in self._expiry.pop(socket.id, ()):
+            alarm.cancel()
         tabs = self.connections.get(user_id or "")
         if tabs is not None:
             tabs.pop(socket.id, None)
@@ -228,35 +230,38 @@ class Hub:
     # -- token lifetime --------------------------------------------------------------------
 
     def _watch_expiry(self, socket: Socket) -> None:
-        previous = self._expiry.pop(socket.id, None)
-        if previous is not None:
-            previous.cancel()
+        for alarm in self._expiry.pop(socket.id, ()):
+            alarm.cancel()
         expires_at = socket.data.get("expires_at")
         if expires_at is None:
             return
-        scope = trio.CancelScope()
-        self._expiry[socket.id] = scope
-        socket.client.nursery.start_soon(self._expire, socket, float(expires_at), scope)
-
-    async def _expire(self, socket: Socket, expires_at: float, scope: trio.CancelScope) -> None:
         # The token's wall-clock expiry, mapped onto trio's clock once, here.
-        remaining = expires_at - time.time()
-        deadline = trio.current_time() + remaining
-        with scope:
-            warn_at = deadline - self.config.token_warning
-            if remaining > 0:
-                await trio.sleep_until(max(warn_at, trio.current_time()))
-                left = max(0.0, deadline - trio.current_time())
-                socket.emit(
-                    "auth:expiring",
-                    {"expiresAt": int(expires_at * 1000), "expiresIn": int(left * 1000)},
-                )
-                await trio.sleep_until(deadline)
-            log.info(
-                "token of user %s expired: closing socket %s", socket.data.get("user_id"), socket.id
+        expires_at = float(expires_at)
+        now = trio.current_time()
+        deadline = now + (expires_at - time.time())
+        engine = socket.client.engine
+        alarms = []
+        if deadline > now:
+            warn_at = max(deadline - self.config.token_warning, now)
+            alarms.append(
+                engine.call_at(warn_at, lambda: self._warn_expiry(socket, expires_at, deadline))
             )
-            # An Engine.IO close: the stock client reconnects and runs its auth callback.
-            socket.client.engine.close("token expired")
+        alarms.append(engine.call_at(deadline, lambda: self._expired(socket)))
+        self._expiry[socket.id] = alarms
+
+    def _warn_expiry(self, socket: Socket, expires_at: float, deadline: float) -> None:
+        left = max(0.0, deadline - trio.current_time())
+        socket.emit(
+            "auth:expiring", {"expiresAt": int(expires_at * 1000), "expiresIn": int(left * 1000)}
+        )
+
+    def _expired(self, socket: Socket) -> None:
+        self._expiry.pop(socket.id, None)
+        log.info(
+            "token of user %s expired: closing socket %s", socket.data.get("user_id"), socket.id
+        )
+        # An Engine.IO close: the stock client reconnects and runs its auth callback.
+        socket.client.engine.close("token expired")
 
     async def _refresh_token(self, socket: Socket, payload: Any = None) -> dict[str, Any]:
         token = payload.get("token") if isinstance(payload, dict) else payload
