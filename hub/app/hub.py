@@ -244,13 +244,18 @@ class Hub:
         if deadline > now:
             warn_at = max(deadline - self.config.token_warning, now)
             alarms.append(
-                engine.call_at(warn_at, lambda: self._warn_expiry(socket, expires_at, deadline))
+                engine.call_at(
+                    warn_at, lambda: self._warn_expiry(socket, expires_at, warn_at, deadline)
+                )
             )
         alarms.append(engine.call_at(deadline, lambda: self._expired(socket)))
         self._expiry[socket.id] = alarms
 
-    def _warn_expiry(self, socket: Socket, expires_at: float, deadline: float) -> None:
-        left = max(0.0, deadline - trio.current_time())
+    def _warn_expiry(
+        self, socket: Socket, expires_at: float, warn_at: float, deadline: float
+    ) -> None:
+        # An alarm may ring a few ms before its time (the timers' grid): it counts as on time.
+        left = max(0.0, deadline - max(trio.current_time(), warn_at))
         socket.emit(
             "auth:expiring", {"expiresAt": int(expires_at * 1000), "expiresIn": int(left * 1000)}
         )
@@ -263,7 +268,7 @@ class Hub:
         # An Engine.IO close: the stock client reconnects and runs its auth callback.
         socket.client.engine.close("token expired")
 
-    async def _refresh_token(self, socket: Socket, payload: Any = None) -> dict[str, Any]:
+    async def _refresh_token(self, socket: Socket, payload: Any = None, *_: Any) -> dict[str, Any]:
         token = payload.get("token") if isinstance(payload, dict) else payload
         if not isinstance(token, str) or not token:
             return _refused(RoomError("TOKEN_MISSING", "expected {token: string}"))
@@ -297,7 +302,7 @@ class Hub:
                 return allowed
         raise RoomError("UNAVAILABLE", "access is changing; try again")
 
-    async def _join_project(self, socket: Socket, payload: Any = None) -> dict[str, Any]:
+    async def _join_project(self, socket: Socket, payload: Any = None, *_: Any) -> dict[str, Any]:
         try:
             project_id = _id_field(payload, "projectId")
             user_id = socket.data["user_id"]
@@ -308,7 +313,7 @@ class Hub:
         socket.join(project_room(project_id))
         return _ok()
 
-    def _leave_project(self, socket: Socket, payload: Any = None) -> dict[str, Any]:
+    def _leave_project(self, socket: Socket, payload: Any = None, *_: Any) -> dict[str, Any]:
         try:
             project_id = _id_field(payload, "projectId")
         except RoomError as exc:
@@ -316,7 +321,7 @@ class Hub:
         socket.leave(project_room(project_id))
         return _ok()
 
-    async def _join_batch(self, socket: Socket, payload: Any = None) -> dict[str, Any]:
+    async def _join_batch(self, socket: Socket, payload: Any = None, *_: Any) -> dict[str, Any]:
         try:
             batch_id = _id_field(payload, "batchId")
             user_id = socket.data["user_id"]
@@ -338,7 +343,7 @@ class Hub:
             raise RoomError("NOT_FOUND", f"no batch {batch_id}")
         return project_id
 
-    def _leave_batch(self, socket: Socket, payload: Any = None) -> dict[str, Any]:
+    def _leave_batch(self, socket: Socket, payload: Any = None, *_: Any) -> dict[str, Any]:
         try:
             batch_id = _id_field(payload, "batchId")
         except RoomError as exc:

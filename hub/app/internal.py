@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from hub.app.events import EVENTS, EventValidationError, validate_event
+from hub.app.logs import RedactingFilter, secrets_of
 from hub.cluster.errors import ClusterError
 from hub.protocol.binary import iter_nodes
 from hub.protocol.packets import MAX_DEPTH, RESERVED_EVENTS
@@ -75,12 +76,12 @@ class _Refusal(Exception):
         field: str | None = None,
         headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
-        message = _one_line(message)
         super().__init__(message)
         self.headers = headers
         self.status = status
         self.code = code
-        self.message = message
+        self.detail = message  # whole: the log hides tokens in it before cutting it to length
+        self.message = _one_line(message)
         self.field = field if field is None or len(field) <= _MAX_MESSAGE else field[:_MAX_MESSAGE]
 
     def response(self) -> Response:
@@ -195,6 +196,7 @@ class InternalAPI:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self._token = (hub.config.emit_token or "").encode()
+        self._redaction = RedactingFilter(secrets_of(hub.config))
 
     async def handle_websocket(self, request: Request, websocket: WebSocket) -> None:
         await websocket.reject(Response.json(404, {"error": {"code": "NOT_FOUND"}}))
@@ -208,9 +210,15 @@ class InternalAPI:
             return await self._route(request)
         except _Refusal as refusal:
             if refusal.status >= 400 and refusal.status != 401:
-                path = _one_line(request.path)
-                log.info("internal %s %s: %s", request.method, path, refusal.message)
+                path = self._loggable(request.path)
+                log.info("internal %s %s: %s", request.method, path, self._loggable(refusal.detail))
             return refusal.response()
+
+    def _loggable(self, text: str) -> str:
+        """A peer's text for the log: tokens and secrets hidden first, then cut to length. Cut
+        first, a token would lose its middle, and its two ends, which no longer look like a
+        token, would pass the log's own redaction (:mod:`hub.app.logs`)."""
+        return _one_line(self._redaction.redact(text))
 
     def _authorize(self, request: Request) -> None:
         header = request.headers.get("authorization", "")
