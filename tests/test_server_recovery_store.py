@@ -84,6 +84,22 @@ def test_offsets_of_another_process_or_never_given_are_refused() -> None:
     assert recovery.restore("p1", offset, now=0) is None
     assert recovery.restore("p1", recovery.next_offset(), now=0) is None
     assert recovery.restore("p1", "garbage", now=0) is None
-    assert recovery.restore("p1", 7, now=0) is None
     assert recovery.restore(None, offset, now=0) is None
     assert recovery.restore("p1", recovery.saved()[0].sid, now=0) is None
+
+
+def test_a_client_with_no_offset_yet_gets_everything_since_it_connected() -> None:
+    recovery = Recovery(RecoveryOptions())
+    _emit(recovery, "before it came", 0, {"news"})
+    since = recovery.sequence  # it connects now, and drops before any event reaches it
+    recovery.persist(_Socket("s1", {"news"}), "p1", now=1, since=since)  # type: ignore[arg-type]
+    stale = _emit(recovery, "x", 2, {"other"})  # an offset from an older session of its own
+    _emit(recovery, "missed", 3, {"news"})
+    saved = recovery.restore("p1", None, now=4)
+    assert saved is not None
+    assert _texts(recovery, saved) == ["missed"]
+    recovery.persist(_Socket("s1", {"news"}), "p1", now=5, since=recovery.sequence)  # type: ignore[arg-type]
+    _emit(recovery, "again", 6, {"news"})
+    saved = recovery.restore("p1", stale, now=7)  # older than its connection: counts from there
+    assert saved is not None
+    assert _texts(recovery, saved) == ["again"]

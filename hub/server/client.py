@@ -179,6 +179,8 @@ class Client:
         if restored is not None and namespace.adapter.recovery is not None:
             socket.join(*restored.rooms)
             missed = namespace.adapter.recovery.missed(restored)
+        if namespace.adapter.recovery is not None:
+            socket._since = namespace.adapter.recovery.sequence
         data = {"sid": socket.id} if socket.pid is None else {"sid": socket.id, "pid": socket.pid}
         self._send(Connect(namespace.name, data))
         pending, socket._pre_connect = socket._pre_connect or [], None
@@ -271,7 +273,7 @@ class Client:
                 notify(socket.namespace.observers, "on_disconnect", socket, reason)
             recovery = socket.namespace.adapter.recovery
             if recovery is not None and socket.pid is not None and reason in recovery.reasons:
-                recovery.persist(socket, socket.pid, now)
+                recovery.persist(socket, socket.pid, now, socket._since)
             socket._release()
         for socket in sockets:
             await socket.namespace._run_disconnect(socket, reason)

@@ -78,6 +78,7 @@ class Saved:
     data: dict[str, Any]
     disconnected_at: float
     after: int = 0  # sequence number of the first packet it has not seen
+    since: int = 0  # sequence number of the first packet after it (re)connected
 
 
 class _Stored:
@@ -135,26 +136,43 @@ class Recovery:
         self._next += 1
         self._expire(now)
 
-    def persist(self, socket: Socket, pid: str, now: float) -> None:
-        """Keep the state of a socket that went away for a recoverable reason."""
+    @property
+    def sequence(self) -> int:
+        """The sequence number the next stored packet will have: a socket connected now has
+        seen everything before it."""
+        return self._next
+
+    def persist(self, socket: Socket, pid: str, now: float, since: int = 0) -> None:
+        """Keep the state of a socket that went away for a recoverable reason; ``since`` is
+        :attr:`sequence` when it connected."""
         self.sessions[pid] = Saved(
-            socket.id, pid, set(socket.rooms), socket.data, disconnected_at=now
+            socket.id, pid, set(socket.rooms), socket.data, disconnected_at=now, since=since
         )
         self.sessions.move_to_end(pid)
         self._expire(now)
 
     def restore(self, pid: Any, offset: Any, now: float) -> Saved | None:
-        """Take the session ``pid`` back, if it is kept and ``offset`` (the last packet its
-        client saw) is still kept too; else None. A session is restored once."""
-        if not isinstance(pid, str) or not isinstance(offset, str):
+        """Take the session ``pid`` back, if it is kept and the packets after ``offset`` (the
+        last packet its client saw) are still kept too; else None. A session is restored once.
+
+        Past Node: a client that went away before its first replayable event has no offset
+        to show; it gets everything since it connected. An offset older than that (kept by
+        the client from an earlier session) counts from there too."""
+        if not isinstance(pid, str):
             return None
         self._expire(now)
         saved = self.sessions.get(pid)
         if saved is None:
             return None
-        after = self._sequence_after(offset)
-        if after is None:
-            return None
+        after = 0
+        if isinstance(offset, str):
+            told = self._sequence_after(offset)
+            if told is None or told > self._next:
+                return None  # another process's offset, or one never given
+            after = told
+        after = max(after, saved.since)
+        if not self._first <= after <= self._next:
+            return None  # packets it missed are no longer kept
         del self.sessions[pid]
         saved.after = after
         return saved
@@ -188,9 +206,7 @@ class Recovery:
             number = int(sequence, 16)
         except ValueError:
             return None
-        if not self._first - 1 <= number < self._next:
-            return None  # packets after it are no longer kept, or it was never given
-        return number + 1
+        return number + 1 if number >= 0 else None
 
     def _expire(self, now: float) -> None:
         horizon = now - self.options.max_disconnection_duration

@@ -105,6 +105,7 @@ class Socket:
         "_pre_connect",
         "_released",
         "_restored",
+        "_since",
         "client",
         "connected",
         "data",
@@ -133,6 +134,7 @@ class Socket:
         self._pending_acks = 0  # events with an ack whose async handler is still running
         self.pid: str | None = None
         self._restored: Saved | None = None
+        self._since = 0  # the recovery sequence number when it connected
 
     def __repr__(self) -> str:
         return f"<Socket {self.id} {self.namespace.name}>"
