@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 3000
 
-.PHONY: install run test check format lint typecheck conformance clean fuzz leaks
+.PHONY: install run test check format lint typecheck conformance clean fuzz leaks soak
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -57,3 +57,13 @@ fuzz: install
 LEAK_CYCLES ?= 20000
 leaks: install
 	nice -n 10 $(BIN)/python tests/support/cycles.py --cycles $(LEAK_CYCLES)
+
+# The soak run (RELIABILITY.md, "Soak"): two hub nodes on a real Redis, SOAK_CLIENTS stock
+# socket.io-client tabs with churn for SOAK_MINUTES, emits through both nodes' endpoint, Redis
+# killed and started again in the middle. Writes bench/results/soak.json and soak.png.
+# SOAK_ARGS takes more options (python -m soak --help), e.g. SOAK_ARGS="--logs /tmp/soak".
+SOAK_CLIENTS ?= 2000
+SOAK_MINUTES ?= 5
+SOAK_ARGS ?=
+soak: install
+	cd tests && nice -n 10 ../$(BIN)/python -m soak --clients $(SOAK_CLIENTS) --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
