@@ -9,6 +9,7 @@ suite started is stopped first).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import signal
 import sys
@@ -25,7 +26,7 @@ from bench import emit_api, measure, report
 from bench.measure import Progress, Settings
 from bench.procs import BenchError, plan_cores, raise_file_limit
 from bench.report import Column
-from bench.targets import LOAD_NEEDS, SERVERS, Target, missing
+from bench.targets import LOAD_NEEDS, SERVERS, SINGLE, Target, missing
 
 __all__ = ["main"]
 
@@ -45,6 +46,7 @@ _FANOUT_COLUMNS = (
     Column("p99_ms", "p99 ms"),
     Column("rss_kb_per_conn", "RSS KiB/conn"),
     Column("load_cpu_us_per_delivery", "load CPU µs/delivery", "{:.2f}"),
+    Column("redis_cpu_percent", "Redis CPU %", "{:.1f}"),
     Column("broadcasts", "broadcasts", "{:,}"),
     Column("lost", "lost", "{:,}"),
 )
@@ -98,7 +100,8 @@ class Command:
     clients: tuple[int, ...]  # the default
     columns: tuple[Column, ...]
     panels: tuple[Column, ...]  # what the plot shows
-    servers: tuple[str, ...] = tuple(SERVERS)  # the default
+    servers: tuple[str, ...] = SINGLE  # the default
+    clusters: bool = False  # measures the servers of several nodes too (-2nodes)
     duration: tuple[float, float] = (3.0, 3.0)  # the default --duration, and with --quick
     quick: str = "50 clients, a few broadcasts"
     bursts: bool = True  # takes --size and --repeat
@@ -122,6 +125,7 @@ COMMANDS = {
             (1000, 5000),
             _FANOUT_COLUMNS,
             _FANOUT_PANELS,
+            clusters=True,
         ),
         Command(
             "polling",
@@ -131,6 +135,7 @@ COMMANDS = {
             (100, 1000),
             _FANOUT_COLUMNS,
             _FANOUT_PANELS,
+            clusters=True,
         ),
         Command(
             "connect",
@@ -174,11 +179,16 @@ COMMANDS = {
 }
 
 
-def _names(text: str) -> list[str]:
+def _servers(command: Command) -> tuple[str, ...]:
+    """The servers ``command`` can measure."""
+    return tuple(SERVERS) if command.clusters else SINGLE
+
+
+def _names(allowed: tuple[str, ...], text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in SERVERS]
+    unknown = [name for name in names if name not in allowed]
     if unknown or not names:
-        raise argparse.ArgumentTypeError(f"servers are {', '.join(SERVERS)}; not {unknown}")
+        raise argparse.ArgumentTypeError(f"servers are {', '.join(allowed)}; not {unknown}")
     return names
 
 
@@ -206,11 +216,12 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS.values():
         sub = commands.add_parser(command.name, help=command.help, description=command.help)
+        allowed = _servers(command)
         sub.add_argument(
             "--servers",
-            type=_names,
+            type=functools.partial(_names, allowed),
             default=list(command.servers),
-            help=f"comma-separated, of {','.join(SERVERS)} (default: {','.join(command.servers)})",
+            help=f"comma-separated, of {','.join(allowed)} (default: {','.join(command.servers)})",
         )
         sub.add_argument(
             "--clients",

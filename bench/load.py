@@ -4,12 +4,16 @@ The clients are split evenly over ``ceil(clients / CLIENTS_PER_WORKER)`` process
 client of the first process is also the control client: it asks the server for each burst, and
 receives the ticks like every other client. For ``emit-api``, one more Node process
 (``load/poster.mjs``) posts the emits over HTTP instead.
+
+For a cluster of several nodes, there is a multiple of the number of nodes of processes (at
+least one each) and process ``i`` connects its clients to node ``i`` modulo the nodes: the
+clients are split evenly between the nodes, and the control client is on the first node.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -76,6 +80,8 @@ class Burst:
         expected: clients x broadcasts.
         latencies: per broadcast received by anyone, ms from its emit until the last client
             got it.
+        by_worker: per worker process, per broadcast, ms from its emit until the last of that
+            worker's clients got it (None: none did).
     """
 
     started: float
@@ -83,14 +89,30 @@ class Burst:
     deliveries: int
     expected: int
     latencies: list[float]
+    by_worker: tuple[list[float | None], ...] = ()
 
     @property
     def per_s(self) -> float:
         return self.deliveries / max(self.last - self.started, 1e-3) * 1000
 
     def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[max(0, math.ceil(q * len(ordered)) - 1)] if ordered else math.nan
+        return _percentile(self.latencies, q)
+
+    def percentile_among(self, workers: Iterable[int], q: float) -> float:
+        """The percentile ``q`` over the broadcasts of the time until the last client of these
+        workers got each (a cluster: the workers of one node)."""
+        chosen = [self.by_worker[index] for index in workers]
+        latencies = [
+            max(arrived)
+            for seen in zip(*chosen, strict=True)
+            if (arrived := [latency for latency in seen if latency is not None])
+        ]
+        return _percentile(latencies, q)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)] if ordered else math.nan
 
 
 @attrs.frozen
@@ -119,24 +141,38 @@ class Load:
     def __init__(self, workers: list[Child]) -> None:
         self.workers = workers
         self.clients = 0
+        self.by_url: list[int] = []  # clients connected to each URL given to ``connect``
+        self.urls = 1
+
+    def workers_of(self, url: int) -> range:
+        """The indices of the workers whose clients connected to the ``url``-th URL."""
+        return range(url, len(self.workers), self.urls)
 
     def cpu_seconds(self) -> float:
         return sum(worker.cpu_seconds() for worker in self.workers)
 
     async def connect(
-        self, url: str, clients: int, transport: str, timeout: float, jwt: Jwt | None = None
+        self,
+        url: str | Sequence[str],
+        clients: int,
+        transport: str,
+        timeout: float,
+        jwt: Jwt | None = None,
     ) -> Connected:
         """Open ``clients`` Socket.IO clients; returns once each connected or failed.
 
-        With ``jwt``, each client sends a token of its own at connect (``load/worker.mjs``).
+        ``url``: the server's, or a list of the nodes' of a cluster: worker ``i`` connects to
+        ``url[i % len(url)]``. With ``jwt``, each client sends a token of its own at connect
+        (``load/worker.mjs``).
         """
+        urls = [url] if isinstance(url, str) else list(url)
         share, extra = divmod(clients, len(self.workers))
         first = 0
         for index, worker in enumerate(self.workers):
             mine = share + (index < extra)
             command: dict[str, Any] = {
                 "op": "connect",
-                "url": url,
+                "url": urls[index % len(urls)],
                 "clients": mine,
                 "concurrency": max(1, CONNECTING // len(self.workers)),
                 "transport": transport,
@@ -150,6 +186,10 @@ class Load:
         if waiting.cancelled_caught:
             raise BenchError(f"{clients} clients not connected within {timeout:.0f} s")
         self.clients = sum(e["connected"] for e in events)
+        self.by_url = [
+            sum(e["connected"] for e in events[start :: len(urls)]) for start in range(len(urls))
+        ]
+        self.urls = len(urls)
         return Connected(
             start=min(e["start"] for e in events),
             end=max(e["end"] for e in events),
@@ -219,19 +259,24 @@ class Load:
             deliveries=sum(r["deliveries"] for r in reports),
             expected=count * self.clients,
             latencies=latencies,
+            by_worker=tuple(r["latencies"] for r in reports),
         )
 
 
 @asynccontextmanager
-async def open_load(clients: int, *, cores: frozenset[int], logs: Path) -> AsyncIterator[Load]:
-    """Start the worker processes for ``clients`` clients, pinned to ``cores``."""
+async def open_load(
+    clients: int, *, cores: frozenset[int], logs: Path, nodes: int = 1
+) -> AsyncIterator[Load]:
+    """Start the worker processes for ``clients`` clients, pinned to ``cores``; for a cluster of
+    ``nodes`` nodes, a multiple of ``nodes`` of them."""
     node = LOAD_NEEDS.command(0)[0]
+    count = math.ceil(math.ceil(clients / CLIENTS_PER_WORKER) / nodes) * nodes
     async with AsyncExitStack() as stack:
         workers = [
             await stack.enter_async_context(
                 open_child(f"load-{i}", [node, str(WORKER)], cores=cores, logs=logs, events=True)
             )
-            for i in range(math.ceil(clients / CLIENTS_PER_WORKER))
+            for i in range(count)
         ]
         with trio.fail_after(STEP_TIMEOUT):
             for worker in workers:

@@ -11,6 +11,11 @@ starts the server with short heartbeats, connects the clients and keeps them for
 ``connect`` times the connections, each client's JWT checked at connect (``Settings.auth``)
 or not. ``emit-api`` (``emit_api.py``) pushes broadcasts through the servers' HTTP emit
 endpoint instead.
+
+``fanout`` and ``polling`` also measure clusters (``cluster.py``): the nodes and their Redis
+start instead of the one server, the clients are split evenly between the nodes, the control
+client asks the first node for the bursts, and the CPU time and memory are those of all the
+nodes together (Redis's CPU in a column of its own).
 """
 
 from __future__ import annotations
@@ -22,10 +27,11 @@ from pathlib import Path
 import attrs
 import trio
 
+from bench.cluster import Deployment, open_deployment
 from bench.load import Burst, Jwt, Load, Status, open_load
 from bench.procs import BenchError, Cores
 from bench.servers.common import EMIT_TOKEN, JWT_SECRET
-from bench.targets import Server, Target, open_server
+from bench.targets import Target, open_server
 
 __all__ = [
     "ConnectRow",
@@ -85,6 +91,11 @@ class FanoutRow:
     broadcasts: int
     lost: int
     transport: str
+    nodes: int = 1
+    redis_cpu_percent: float | None = None  # a cluster's Redis, of one core, over the burst
+    node_cpu_us_per_delivery: list[float] | None = None  # a cluster's: to the node's clients
+    node_p50_ms: list[float] | None = None  # a cluster's: until the node's last client has it
+    node_p99_ms: list[float] | None = None
 
 
 @attrs.frozen
@@ -121,28 +132,40 @@ def _connect_timeout(clients: int) -> float:
 
 
 async def _connected(
-    server: Server, load: Load, clients: int, transport: str, progress: Progress
+    servers: Deployment, load: Load, clients: int, transport: str, progress: Progress
 ) -> float:
-    """Connect the clients; returns the server's memory per connection, KiB."""
-    base = server.child.rss_kb()
-    done = await load.connect(server.url, clients, transport, _connect_timeout(clients))
+    """Connect the clients; returns the servers' memory per connection, KiB."""
+    base = servers.rss_kb()
+    done = await load.connect(servers.urls, clients, transport, _connect_timeout(clients))
     if done.failed:
         raise BenchError(f"{done.failed} of {clients} clients did not connect: {done.error}")
     progress(f"connected {clients} clients in {(done.end - done.start) / 1000:.2f} s")
     await trio.sleep(0.2 if clients < 1000 else 1.0)  # let the server settle
-    return (server.child.rss_kb() - base) / clients
+    return (servers.rss_kb() - base) / clients
+
+
+@attrs.frozen
+class _Measured:
+    burst: Burst
+    cpu: tuple[float, ...]  # each server's, seconds
+    load_cpu: float
+    redis_cpu: float
 
 
 async def fanout(
     target: Target, clients: int, settings: Settings, progress: Progress, transport: str
 ) -> FanoutRow:
-    """Deliveries per second of bursts of broadcasts to ``clients`` clients in one room."""
-    cores = settings.cores
+    """Deliveries per second of bursts of broadcasts to ``clients`` clients in one room (of
+    one server, or of every node of a cluster)."""
     async with (
-        open_server(target, cores=cores.server, logs=settings.logs) as server,
-        open_load(clients, cores=cores.load, logs=settings.logs) as load,
+        open_deployment(target, cores=settings.cores, logs=settings.logs) as servers,
+        open_load(
+            clients, cores=servers.load_cores, logs=settings.logs, nodes=target.nodes
+        ) as load,
     ):
-        rss = await _connected(server, load, clients, transport, progress)
+        if target.nodes > 1:
+            progress(_placed(servers))
+        rss = await _connected(servers, load, clients, transport, progress)
         count = settings.warmup(clients)
         warm = await load.burst(0, count, settings.size, timeout=120)
         _check(warm, "warm-up")
@@ -151,32 +174,85 @@ async def fanout(
         timeout = 10 + 5 * count * clients / warm.per_s
         measured = []
         for _ in range(settings.repeat):
-            cpu, load_cpu = server.child.cpu_seconds(), load.cpu_seconds()
+            cpu, load_cpu, redis_cpu = await _cpu_seconds(servers, load)
             burst = await load.burst(first, count, settings.size, timeout)
-            cpu, load_cpu = server.child.cpu_seconds() - cpu, load.cpu_seconds() - load_cpu
+            cpu_after, load_cpu_after, redis_cpu_after = await _cpu_seconds(servers, load)
             _check(burst, "burst")
-            measured.append((burst.per_s, burst, cpu, load_cpu))
+            spent = tuple(end - start for start, end in zip(cpu, cpu_after, strict=True))
+            measured.append(
+                _Measured(burst, spent, load_cpu_after - load_cpu, redis_cpu_after - redis_cpu)
+            )
             first += count
-        _, burst, cpu, load_cpu = sorted(measured, key=lambda m: m[0])[len(measured) // 2]
+        median = sorted(measured, key=lambda m: m.burst.per_s)[len(measured) // 2]
+    burst = median.burst
+    us_each = 1e6 / max(1, burst.deliveries)  # seconds over the burst -> µs per delivery
     row = FanoutRow(
         server=target.name,
         clients=clients,
         deliveries_per_s=round(burst.per_s),
-        cpu_us_per_delivery=round(cpu / burst.deliveries * 1e6, 2),
+        cpu_us_per_delivery=round(sum(median.cpu) * us_each, 2),
         p50_ms=round(burst.percentile(0.5), 2),
         p99_ms=round(burst.percentile(0.99), 2),
         rss_kb_per_conn=round(rss, 1),
-        load_cpu_us_per_delivery=round(load_cpu / burst.deliveries * 1e6, 2),
+        load_cpu_us_per_delivery=round(median.load_cpu * us_each, 2),
         broadcasts=count,
         lost=burst.expected - burst.deliveries,
         transport=transport,
+        nodes=target.nodes,
+        redis_cpu_percent=(
+            round(median.redis_cpu / max(1e-6, burst.last - burst.started) * 1e5, 2)
+            if servers.redis is not None
+            else None
+        ),
+        node_cpu_us_per_delivery=(
+            [
+                round(cpu * us_each * load.clients / max(1, mine), 2)
+                for cpu, mine in zip(median.cpu, load.by_url, strict=True)
+            ]
+            if target.nodes > 1
+            else None
+        ),
+        node_p50_ms=_by_node(load, burst, 0.5) if target.nodes > 1 else None,
+        node_p99_ms=_by_node(load, burst, 0.99) if target.nodes > 1 else None,
     )
     progress(
         f"{count} broadcasts: {row.deliveries_per_s:,.0f} deliveries/s, "
         f"p99 {row.p99_ms:.1f} ms, {row.cpu_us_per_delivery:.1f} µs CPU each"
         + (f", {row.lost} LOST" if row.lost else "")
     )
+    if row.node_p99_ms is not None and row.node_cpu_us_per_delivery is not None:
+        progress(
+            "by node: p99 "
+            + " / ".join(f"{ms:.1f}" for ms in row.node_p99_ms)
+            + " ms, µs CPU per delivery to its clients "
+            + " / ".join(f"{us:.1f}" for us in row.node_cpu_us_per_delivery)
+        )
     return row
+
+
+async def _cpu_seconds(servers: Deployment, load: Load) -> tuple[tuple[float, ...], float, float]:
+    """The CPU time so far of each server, of the load, and of Redis."""
+    cpu = tuple(server.child.cpu_seconds() for server in servers.servers)
+    return cpu, load.cpu_seconds(), await servers.redis_cpu_seconds()
+
+
+def _by_node(load: Load, burst: Burst, q: float) -> list[float]:
+    return [round(burst.percentile_among(load.workers_of(node), q), 2) for node in range(load.urls)]
+
+
+def _placed(servers: Deployment) -> str:
+    nodes = ", ".join(
+        f"{server.child.name} on core {_list(cores)}"
+        for server, cores in zip(servers.servers, servers.cores, strict=True)
+    )
+    where = _list(servers.load_cores)
+    return f"{nodes}; load and Redis on core {where}" + (
+        "" if servers.split else " (sharing the nodes' cores: the machine has too few)"
+    )
+
+
+def _list(cores: frozenset[int]) -> str:
+    return ",".join(map(str, sorted(cores)))
 
 
 def _check(burst: Burst, what: str) -> None:

@@ -144,6 +144,13 @@ def _report(
     sys.stdout.flush()
 
 
+class _Options(argparse.Namespace):
+    """The application server's options: those given, None for the others (no Redis...)."""
+
+    def __getattr__(self, name: str) -> None:
+        return None
+
+
 def _serve(port: int, trace: bool, top: int, ping_interval: float, jwt_users: int) -> None:
     import tempfile
 
@@ -155,7 +162,7 @@ def _serve(port: int, trace: bool, top: int, ping_interval: float, jwt_users: in
     serve = build(ping_interval, ping_interval).serve
     if jwt_users:
         app = build_app(
-            argparse.Namespace(
+            _Options(
                 host="127.0.0.1",
                 port=port,
                 database=os.path.join(tempfile.mkdtemp(), "access.db"),

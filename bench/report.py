@@ -23,7 +23,7 @@ class Column:
 def table(rows: Sequence[Any], columns: Sequence[Column]) -> str:
     """``rows`` (attrs instances) as an aligned text table."""
     cells = [[c.title for c in columns]]
-    cells += [[c.format.format(getattr(row, c.field)) for c in columns] for row in rows]
+    cells += [[_cell(getattr(row, c.field), c.format) for c in columns] for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     lines = [
         "  ".join(
@@ -34,6 +34,10 @@ def table(rows: Sequence[Any], columns: Sequence[Column]) -> str:
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def _cell(value: Any, form: str) -> str:
+    return "-" if value is None else form.format(value)  # None: does not apply to this row
 
 
 def write_json(path: Path, rows: Sequence[Any]) -> None:

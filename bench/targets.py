@@ -15,7 +15,16 @@ import trio
 
 from bench.procs import CHECKOUT, Child, open_child
 
-__all__ = ["LOAD_NEEDS", "SERVERS", "Server", "Target", "missing", "open_server"]
+__all__ = [
+    "LOAD_NEEDS",
+    "SERVERS",
+    "SINGLE",
+    "Server",
+    "Target",
+    "free_port",
+    "missing",
+    "open_server",
+]
 
 ENGINE_PATH = "/socket.io/?EIO=4&transport="
 START_TIMEOUT = 30.0
@@ -25,7 +34,11 @@ _SCRIPTS = Path(__file__).resolve().parent / "servers"
 @attrs.frozen
 class Target:
     """A server under test: its command (the suite adds ``--port``, and the options of
-    ``servers/common.py`` it asks for) and what it needs."""
+    ``servers/common.py`` it asks for) and what it needs.
+
+    With ``nodes`` over 1, the suite runs that many of it sharing rooms through a redis-server
+    it starts (``--redis URL``; ``bench/cluster.py``).
+    """
 
     name: str
     argv: tuple[str, ...]
@@ -33,6 +46,8 @@ class Target:
     npm: tuple[str, ...] = ()  # npm packages in the checkout's node_modules
     app_modules: tuple[str, ...] = ()  # what the application mode needs on top
     app_npm: tuple[str, ...] = ()
+    nodes: int = 1
+    programs: tuple[str, ...] = ()  # executables on the PATH (redis-server)
 
     def command(self, port: int, options: Sequence[str] = ()) -> list[str]:
         node = shutil.which("node") or "node"
@@ -43,6 +58,7 @@ def _python(module: str, *extra: str) -> tuple[str, ...]:
     return (sys.executable, "-m", f"bench.servers.{module}", *extra)
 
 
+_NODE_SERVER = ("node", str(_SCRIPTS / "node_server.mjs"))
 SERVERS = {
     target.name: target
     for target in (
@@ -56,12 +72,28 @@ SERVERS = {
         ),
         Target(
             "node-socketio",
-            ("node", str(_SCRIPTS / "node_server.mjs")),
+            _NODE_SERVER,
             npm=("socket.io",),
             app_npm=("jsonwebtoken",),
         ),
+        Target(
+            "hub-2nodes",
+            _python("hub_server"),
+            ("hub", "coredis"),
+            nodes=2,
+            programs=("redis-server",),
+        ),
+        Target(
+            "node-socketio-2nodes",
+            _NODE_SERVER,
+            npm=("socket.io", "@socket.io/redis-adapter", "redis"),
+            nodes=2,
+            programs=("redis-server",),
+        ),
     )
 }
+SINGLE = tuple(name for name, target in SERVERS.items() if target.nodes == 1)
+"""The servers that run as one process (every command measures them)."""
 LOAD_NEEDS = Target("load", ("node",))
 
 
@@ -75,6 +107,11 @@ def missing(
         needs_node = target.npm or "node" in target.argv
         if needs_node and shutil.which("node") is None:
             gaps.append(f"{target.name}: node is not installed")
+        gaps += [
+            f"{target.name}: {program} is not installed (apt-get install {program})"
+            for program in target.programs
+            if shutil.which(program) is None
+        ]
         for package in target.npm + (target.app_npm if app else ()):
             if not (CHECKOUT / "node_modules" / package / "package.json").exists():
                 gaps.append(f"{target.name}: npm package {package} (run `npm install`)")
@@ -106,15 +143,21 @@ class Server:
 
 @asynccontextmanager
 async def open_server(
-    target: Target, *, cores: frozenset[int], logs: Path, options: Sequence[str] = ()
+    target: Target,
+    *,
+    cores: frozenset[int],
+    logs: Path,
+    options: Sequence[str] = (),
+    name: str | None = None,
 ) -> AsyncIterator[Server]:
     """Start ``target`` on a free loopback port; ready once it answers an Engine.IO handshake.
 
-    ``options``: more of its command line (``--ping-interval S``...).
+    ``options``: more of its command line (``--ping-interval S``...); ``name``: the process's,
+    for its log (the target's by default).
     """
     port = free_port()
     command = target.command(port, options)
-    async with open_child(target.name, command, cores=cores, logs=logs) as child:
+    async with open_child(name or target.name, command, cores=cores, logs=logs) as child:
         with trio.move_on_after(START_TIMEOUT) as waiting:
             while not await _answers_handshake(port):
                 if child.process.returncode is not None:

@@ -1,12 +1,14 @@
 """The benchmark suite runs end to end: a quick fan-out of all four servers, JSON and plot, a
-quick hold of hub and Node with 1-second heartbeats, and quick ``connect`` (with and without the
-JWT check) and ``emit-api`` runs of all four. Those two fail unless every server refuses a
-client with a forged token (and, for ``emit-api``, a wrong bearer token at its emit endpoint)
-before it is measured, so the quick runs also show that each server really does the checks.
+quick fan-out of two hub nodes and two Node nodes sharing the room through a real redis-server
+beside one hub, a quick hold of hub and Node with 1-second heartbeats, and quick ``connect``
+(with and without the JWT check) and ``emit-api`` runs of all four. Those two fail unless every
+server refuses a client with a forged token (and, for ``emit-api``, a wrong bearer token at its
+emit endpoint) before it is measured, so the quick runs also show that each server really does
+the checks.
 
-It needs node with the npm packages socket.io and jsonwebtoken, uvicorn and matplotlib; without
-them the suite exits with status 3 and these tests are skipped (failed under
-``HUB_REQUIRE_ALL=1``).
+It needs node with the npm packages socket.io, jsonwebtoken, @socket.io/redis-adapter and redis,
+redis-server, uvicorn and matplotlib; without them the suite exits with status 3 and these tests
+are skipped (failed under ``HUB_REQUIRE_ALL=1``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Literal, overload
 
 import pytest
 
@@ -92,6 +95,54 @@ def test_fanout_quick(tmp_path: Path) -> None:
         assert server in out  # the table
 
 
+def test_fanout_two_nodes_quick(tmp_path: Path) -> None:
+    """Two hub nodes and two Node socket.io nodes, each pair on its own redis-server, beside one
+    hub: the clients are split between the nodes and the bursts asked of the first, so the
+    second node's 25 clients get every tick only through Redis, and none may be missing."""
+    rows_path = tmp_path / "rows.json"
+    servers = ["hub", "hub-2nodes", "node-socketio-2nodes"]
+    command = ["fanout", "--quick", "--servers", ",".join(servers), "--json", str(rows_path)]
+    out, err = _suite(command, errors=True)
+
+    rows = {row["server"]: row for row in json.loads(rows_path.read_text())}
+    assert sorted(rows) == sorted(servers)
+    for row in rows.values():
+        for field, kind in FIELDS.items():
+            assert isinstance(row.get(field), kind), (field, row)
+        assert row["clients"] == 50, row
+        assert row["broadcasts"] == 20, row  # --quick
+        assert row["lost"] == 0, row  # 20 ticks x 50 clients, on either node
+        assert row["deliveries_per_s"] > 0, row
+        assert row["cpu_us_per_delivery"] >= 0, row  # /proc counts 10 ms ticks: maybe none
+        assert 0 < row["p50_ms"] <= row["p99_ms"], row
+    assert rows["hub"]["nodes"] == 1
+    assert rows["hub"]["redis_cpu_percent"] is None  # no Redis there
+    assert rows["hub"]["node_cpu_us_per_delivery"] is None
+    for name in ("hub-2nodes", "node-socketio-2nodes"):
+        assert rows[name]["nodes"] == 2, rows[name]
+        assert 0 < rows[name]["redis_cpu_percent"] < 100, rows[name]  # of one core
+        by_node = rows[name]["node_cpu_us_per_delivery"]
+        assert len(by_node) == 2, rows[name]
+        assert all(isinstance(cpu, NUMBER) and cpu >= 0 for cpu in by_node), rows[name]
+        assert f"{name}-a on core" in err  # the placement
+        assert f"{name}-b on core" in err
+    assert "Redis CPU %" in out  # the table
+
+
+def test_single_node_commands_refuse_a_cluster() -> None:
+    """``connect``, ``hold`` and ``emit-api`` measure one process; they say so at once."""
+    for command in ("connect", "hold", "emit-api"):
+        run = subprocess.run(
+            [sys.executable, "-m", "bench", command, "--quick", "--servers", "hub-2nodes"],
+            cwd=CHECKOUT,
+            capture_output=True,
+            text=True,
+            timeout=BOUND,
+        )
+        assert run.returncode == 2, run
+        assert "not ['hub-2nodes']" in run.stderr
+
+
 def test_hold_quick(tmp_path: Path) -> None:
     """50 clients for 6 s with pings every second: none lost, every one answering pings."""
     rows_path = tmp_path / "rows.json"
@@ -158,8 +209,17 @@ def test_emit_api_quick(tmp_path: Path) -> None:
     assert "emits/s" in out  # the table
 
 
-def _suite(arguments: list[str]) -> str:
-    """Run ``python -m bench ARGUMENTS`` within ``BOUND`` seconds; its standard output.
+@overload
+def _suite(arguments: list[str]) -> str: ...
+
+
+@overload
+def _suite(arguments: list[str], *, errors: Literal[True]) -> tuple[str, str]: ...
+
+
+def _suite(arguments: list[str], *, errors: bool = False) -> str | tuple[str, str]:
+    """Run ``python -m bench ARGUMENTS`` within ``BOUND`` seconds; its standard output (and,
+    with ``errors``, its standard error: the progress lines).
 
     Skips (fails under ``HUB_REQUIRE_ALL=1``) when what it needs is not installed.
     """
@@ -179,4 +239,4 @@ def _suite(arguments: list[str]) -> str:
             pytest.fail(f"{reason} (required: HUB_REQUIRE_ALL=1)", pytrace=False)
         pytest.skip(reason)
     assert suite.returncode == 0, f"{out}\n{err}"
-    return out
+    return (out, err) if errors else out

@@ -31,6 +31,11 @@ machine reads the same clock, so the load generator subtracts it from its own re
   internal API of ``hub.app.internal`` and an SQLite access store (``--database``) seeded with
   the users ``user-0`` ... ``user-<--users - 1>``, which the hub looks up at every connect. The
   other servers keep no users: they trust any well-signed token.
+
+**A node of a cluster** (``--redis URL``, for the ``-2nodes`` servers): the server shares its rooms
+with the other nodes on that Redis, through the cluster tools its users would pick (hub:
+``hub.cluster.RedisCluster``; Node: ``@socket.io/redis-adapter``), both in the wire format of the
+Node adapter. A broadcast reaches the room's sockets on every node; nothing else changes.
 """
 
 from __future__ import annotations
@@ -100,6 +105,7 @@ def arguments(description: str, *, asgi: bool = False) -> argparse.Namespace:
     parser.add_argument("--emit-token", help="the bearer token of POST /internal/emit")
     parser.add_argument("--users", type=int, default=1, help="users to seed (hub's store)")
     parser.add_argument("--database", help="the SQLite access store to create (hub)")
+    parser.add_argument("--redis", metavar="URL", help="a node of a cluster sharing rooms there")
     args = parser.parse_args()
     threading.Thread(target=_exit_at_eof, daemon=True).start()
     return args

@@ -1,6 +1,7 @@
 """hub under test: its native listener, or (``--asgi``) ``server.asgi()`` under hypercorn's
 trio worker. With ``--jwt-secret``, hub's real application instead of the bare server: the
-``Hub`` of ``hub.app``, its JWT middleware, its internal API and an SQLite access store.
+``Hub`` of ``hub.app``, its JWT middleware, its internal API and an SQLite access store. With
+``--redis URL``, a node of a cluster (``hub.cluster.RedisCluster`` with its defaults).
 Behaviour: see ``common.py``."""
 
 from __future__ import annotations
@@ -29,10 +30,16 @@ from hub.app.config import Config
 from hub.app.hub import Hub
 from hub.app.internal import InternalAPI
 from hub.app.store import SQLiteStore
+from hub.cluster import RedisCluster
 
 
-def build(ping_interval: float = PING_INTERVAL, ping_timeout: float = PING_TIMEOUT) -> hub.Server:
-    server = hub.Server(ping_interval=ping_interval, ping_timeout=ping_timeout)
+def build(
+    ping_interval: float = PING_INTERVAL,
+    ping_timeout: float = PING_TIMEOUT,
+    redis: str | None = None,
+) -> hub.Server:
+    cluster = RedisCluster(redis) if redis else None
+    server = hub.Server(ping_interval=ping_interval, ping_timeout=ping_timeout, cluster=cluster)
 
     @server.on("connect")
     def connect(socket: hub.Socket, auth: dict[str, Any]) -> None:
@@ -65,6 +72,7 @@ def build_app(args: argparse.Namespace) -> Hub:
         emit_token=args.emit_token,
         ping_interval=args.ping_interval,
         ping_timeout=args.ping_timeout,
+        redis_url=args.redis,
     ).check()
     for stale in (args.database, f"{args.database}-wal", f"{args.database}-shm"):
         Path(stale).unlink(missing_ok=True)
@@ -85,7 +93,7 @@ async def main() -> None:
         app.server.route("/internal/", InternalAPI(app))
         server = app.server
     else:
-        server = build(args.ping_interval, args.ping_timeout)
+        server = build(args.ping_interval, args.ping_timeout, args.redis)
         if not args.asgi:
             await server.serve(args.host, args.port)  # listens with a backlog of 1024 too
             return

@@ -1,6 +1,8 @@
 // Node socket.io 4.8 under test. Behaviour: see common.py (same options, same burst, same clock).
 // With --jwt-secret, the application mode of common.py: a middleware verifies the CONNECT
 // payload's token with npm jsonwebtoken, and the HTTP server answers POST /internal/emit.
+// With --redis URL, one node of a cluster: @socket.io/redis-adapter 8 on node-redis 4 clients (a
+// publisher and its duplicate as subscriber), as the adapter's README sets it up.
 import { timingSafeEqual } from "node:crypto";
 import { createServer } from "node:http";
 import { parseArgs } from "node:util";
@@ -16,6 +18,7 @@ const { values } = parseArgs({
     "emit-token": { type: "string" },
     users: { type: "string" }, // hub's store only
     database: { type: "string" },
+    redis: { type: "string" },
   },
 });
 const ROOM = "bench";
@@ -31,6 +34,18 @@ const io = new Server(httpServer, {
   perMessageDeflate: false,
   httpCompression: false,
 });
+
+if (values.redis) {
+  const [{ createClient }, { createAdapter }] = await Promise.all([
+    import("redis"),
+    import("@socket.io/redis-adapter"),
+  ]);
+  const pub = createClient({ url: values.redis });
+  const sub = pub.duplicate();
+  for (const client of [pub, sub]) client.on("error", (error) => console.error(`redis: ${error}`));
+  await Promise.all([pub.connect(), sub.connect()]);
+  io.adapter(createAdapter(pub, sub));
+}
 
 if (secret) {
   const { default: jwt } = await import("jsonwebtoken");
