@@ -182,18 +182,16 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from hub.app.auth import AuthSettings, mint_token
+    from hub.app.auth import mint_token
 
     config = _config(args)
     if config.production:
         print("hub: 'hub token' mints development tokens only", file=sys.stderr)
         return 2
-    settings = AuthSettings(
-        secret=config.jwt_secret,
-        algorithms=config.jwt_algorithms,
-        issuer=config.jwt_issuer,
-        audience=config.jwt_audience,
-    )
+    if not all(a.upper().startswith("HS") for a in config.jwt_algorithms):
+        print("hub: 'hub token' mints HMAC (HS*) tokens only", file=sys.stderr)
+        return 2
+    settings = config.auth_settings()
     print(mint_token(args.user_id, settings, email=args.email, expires_in=args.expires_in))
     return 0
 

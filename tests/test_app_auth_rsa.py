@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import jwt
 import pytest
@@ -10,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from hub.app.auth import AuthError, AuthErrorCode, AuthSettings, verify_token
+from hub.app.config import Config, ConfigError
 
 
 def _key() -> tuple[bytes, str]:
@@ -74,3 +80,56 @@ def test_hs256_keyed_with_the_public_pem_is_refused() -> None:
     with pytest.raises(AuthError) as refused:
         verify_token(f"{head}.{body}.{b64(mac)}", SETTINGS)
     assert refused.value.code is AuthErrorCode.TOKEN_INVALID
+
+
+# -- configured from the environment, as `hub serve` is ---------------------------------------
+
+
+def test_rs256_is_configured_with_key_files(tmp_path: Path) -> None:
+    (tmp_path / "k1.pem").write_text(PUBLIC)
+    config = Config.from_env(
+        {
+            "HUB_ENV": "production",
+            "HUB_JWT_ALGORITHMS": "RS256",
+            "HUB_JWT_PUBLIC_KEYS": f"k1={tmp_path / 'k1.pem'}",
+            "HUB_EMIT_TOKEN": "e",
+            "WS_ALLOWED_ORIGINS": "https://app.example",
+        }
+    ).check()  # no JWT_ACCESS_SECRET needed without an HMAC algorithm
+    settings = config.auth_settings()
+    token = jwt.encode(_claims(), PRIVATE, algorithm="RS256", headers={"kid": "k1"})
+    assert verify_token(token, settings).user_id == "alice"
+    forged = jwt.encode(_claims(), OTHER_PRIVATE, algorithm="RS256", headers={"kid": "k1"})
+    with pytest.raises(AuthError):
+        verify_token(forged, settings)
+
+
+@pytest.mark.parametrize(
+    ("keys", "fragment"),
+    [
+        ("", "RS256 needs public_keys"),
+        ("k1", "kid=/path/key.pem"),
+        ("k1=/nonexistent/key.pem", "cannot read the key 'k1'"),
+    ],
+)
+def test_rs256_without_usable_keys_is_a_clear_config_error(keys: str, fragment: str) -> None:
+    config = Config.from_env({"HUB_JWT_ALGORITHMS": "RS256", "HUB_JWT_PUBLIC_KEYS": keys})
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        config.check().auth_settings()
+
+
+def test_hub_serve_with_rs256_and_no_keys_says_so_in_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    env.update({"HUB_DATABASE": str(tmp_path / "hub.sqlite3"), "HUB_JWT_ALGORITHMS": "RS256"})
+    done = subprocess.run(
+        [sys.executable, "-m", "hub.cli", "serve", "--port", "0"],
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2, done
+    assert "RS256 needs public_keys" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 
+from hub.app.auth import AuthSettings
 from hub.server.forwarded import trusted_networks
 from hub.server.server import NODE_ID
 
@@ -93,6 +94,7 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "HUB_ACCESS_HOOK_TOKEN": ("access_hook_token", _text),
     "JWT_ACCESS_SECRET": ("jwt_secret", _text),
     "HUB_JWT_ALGORITHMS": ("jwt_algorithms", lambda v, n: _list(v)),
+    "HUB_JWT_PUBLIC_KEYS": ("jwt_public_keys", lambda v, n: _list(v)),
     "HUB_JWT_ISSUER": ("jwt_issuer", _text),
     "HUB_JWT_AUDIENCE": ("jwt_audience", _text),
     "HUB_EMIT_TOKEN": ("emit_token", _text),
@@ -148,6 +150,8 @@ class Config:
     access_hook_token: str | None = None
     jwt_secret: str | None = None
     jwt_algorithms: tuple[str, ...] = ("HS256",)
+    # For RS256 and the other public-key algorithms: "kid=/path/key.pem", comma-separated.
+    jwt_public_keys: tuple[str, ...] = ()
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     emit_token: str | None = None
@@ -251,10 +255,11 @@ class Config:
                 that is missing is named), or without ``WS_ALLOWED_ORIGINS``.
         """
         if self.production:
+            hmac = any(a.upper().startswith("HS") for a in self.jwt_algorithms)
             missing = [
                 name
                 for name, value in (
-                    ("JWT_ACCESS_SECRET", self.jwt_secret),
+                    ("JWT_ACCESS_SECRET", self.jwt_secret if hmac else "not needed"),
                     ("HUB_EMIT_TOKEN", self.emit_token),
                     ("WS_ALLOWED_ORIGINS", self.allowed_origins),
                 )
@@ -270,6 +275,39 @@ class Config:
             jwt_secret=self.jwt_secret or DEV_JWT_SECRET,
             emit_token=self.emit_token or DEV_EMIT_TOKEN,
         )
+
+    def auth_settings(self) -> AuthSettings:
+        """How tokens are checked: the secret, or the public keys read from their files.
+
+        Raises:
+            ConfigError: a key file cannot be read, or the settings are unsafe or incomplete
+                (say, RS256 without ``HUB_JWT_PUBLIC_KEYS``).
+        """
+        keys: dict[str, str] = {}
+        for entry in self.jwt_public_keys:
+            kid, _, path = entry.partition("=")
+            if not kid or not path:
+                raise ConfigError(
+                    f"HUB_JWT_PUBLIC_KEYS entries are kid=/path/key.pem, not {entry!r}"
+                )
+            try:
+                with open(path, encoding="ascii") as file:
+                    keys[kid.strip()] = file.read()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(
+                    f"HUB_JWT_PUBLIC_KEYS: cannot read the key {kid!r}: {exc}"
+                ) from None
+        hmac = any(a.upper().startswith("HS") for a in self.jwt_algorithms)
+        try:
+            return AuthSettings(
+                secret=self.jwt_secret if hmac else None,
+                algorithms=self.jwt_algorithms,
+                public_keys=keys,
+                issuer=self.jwt_issuer,
+                audience=self.jwt_audience,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"token settings (HUB_JWT_*): {exc}") from None
 
     def origin_allowed(self, origin: str) -> bool:
         """CORS as the platform expects: development allows ``http(s)://localhost:*`` and

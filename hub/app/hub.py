@@ -24,7 +24,7 @@ from typing import Any
 import attrs
 import trio
 
-from hub.app.auth import AuthError, AuthErrorCode, AuthSettings, extract_token, verify_token
+from hub.app.auth import AuthError, AuthErrorCode, extract_token, verify_token
 from hub.app.config import Config
 from hub.app.events import EVENTS, to_wire, validate_event
 from hub.app.metrics import HubStats, health_needs_token, health_routes
@@ -93,12 +93,7 @@ class Hub:
     def __init__(self, config: Config, store: AccessStore) -> None:
         self.config = config
         self.store = store
-        self.auth = AuthSettings(
-            secret=config.jwt_secret,
-            algorithms=config.jwt_algorithms,
-            issuer=config.jwt_issuer,
-            audience=config.jwt_audience,
-        )
+        self.auth = config.auth_settings()
         self.server = Server(
             ServerOptions(
                 path=config.path,
