@@ -68,9 +68,9 @@ WAIT = 3.0
 KNOWN_BUGS: dict[str, str] = {
     "bad-handshake-traceback": "WebSocketClosed: WebSocket closed (1002: bad WebSocket handshake)",
 }
-"""Errors the server is known to log, each with a failing test marked ``xfail(strict=True)``,
-by name and a fragment of the logged traceback. They are counted, not failed on, so that a long
-run goes on to find what is not known."""
+"""Errors the server logged before they were fixed, by name and a fragment of the logged
+traceback, each with a test that fails if it comes back. They are counted apart, so that a long
+run reports them by name and goes on to find what is not known."""
 
 
 class ErrorLog(logging.Handler):
