@@ -212,15 +212,21 @@ class Load:
             error=next((e["error"] for e in events if e["error"]), None),
         )
 
-    async def burst(self, first: int, count: int, size: int, timeout: float) -> Burst:
-        """Ask for ``count`` broadcasts (seq from ``first``) and wait for them to arrive.
+    async def burst(
+        self, first: int, count: int, size: int, timeout: float, interval: float = 0
+    ) -> Burst:
+        """Ask for ``count`` broadcasts (seq from ``first``; ``interval`` milliseconds apart
+        when given, else as fast as the server goes) and wait for them to arrive.
 
         After ``timeout`` seconds, take what has arrived (lost deliveries show in the result).
         """
         await self.expect(first, count)
         control = self.workers[0]
+        request: dict[str, Any] = {"op": "burst", "first": first, "count": count, "size": size}
+        if interval:
+            request["interval"] = interval
         with trio.fail_after(STEP_TIMEOUT):
-            await control.send({"op": "burst", "first": first, "count": count, "size": size})
+            await control.send(request)
             started: float = (await control.event("sent"))["t0"]
         burst = await self.arrived(started, count, timeout)
         with trio.move_on_after(STEP_TIMEOUT):

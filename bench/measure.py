@@ -62,6 +62,10 @@ class Settings:
     warmup_deliveries: int = 30_000
     broadcasts: tuple[int, int] = (10, 5000)  # fewest, most in the measured burst
     repeat: int = 1  # measured bursts; the row is the median one (by deliveries/s)
+    # After them, a paced burst: broadcasts at this many deliveries per second (the same rate
+    # for every server, below what each of the fast ones can do), for latency at a load that
+    # does not saturate the server nor the load generator. 0: none.
+    paced_rate: float = 0.0
     ping_interval: float = 2.0  # the server's heartbeat, seconds (hold only)
     ping_timeout: float = 2.0
     auth: str = "jwt"  # connect: "jwt", a token checked at each connect, or "none"
@@ -70,6 +74,11 @@ class Settings:
 
     def warmup(self, clients: int) -> int:
         return 5 if self.quick else min(200, max(3, math.ceil(self.warmup_deliveries / clients)))
+
+    def paced(self, clients: int) -> tuple[int, float]:
+        """Broadcasts of the paced burst, and milliseconds between two of them."""
+        count = 5 if self.quick else max(10, round(self.duration * self.paced_rate / clients))
+        return count, 1000 * clients / self.paced_rate
 
     def measured(self, clients: int, rate: float) -> int:
         if self.quick:
@@ -96,6 +105,9 @@ class FanoutRow:
     node_cpu_us_per_delivery: list[float] | None = None  # a cluster's: to the node's clients
     node_p50_ms: list[float] | None = None  # a cluster's: until the node's last client has it
     node_p99_ms: list[float] | None = None
+    paced_rate: float | None = None  # deliveries/s asked for in the paced burst
+    paced_p50_ms: float | None = None
+    paced_p99_ms: float | None = None
 
 
 @attrs.frozen
@@ -184,6 +196,12 @@ async def fanout(
             )
             first += count
         median = sorted(measured, key=lambda m: m.burst.per_s)[len(measured) // 2]
+        paced = None
+        if settings.paced_rate > 0:
+            paced_count, interval = settings.paced(clients)
+            late = 5 * paced_count * clients / min(warm.per_s, settings.paced_rate)
+            paced = await load.burst(first, paced_count, settings.size, 10 + late, interval)
+            _check(paced, "paced burst")
     burst = median.burst
     us_each = 1e6 / max(1, burst.deliveries)  # seconds over the burst -> µs per delivery
     row = FanoutRow(
@@ -214,12 +232,25 @@ async def fanout(
         ),
         node_p50_ms=_by_node(load, burst, 0.5) if target.nodes > 1 else None,
         node_p99_ms=_by_node(load, burst, 0.99) if target.nodes > 1 else None,
+        paced_rate=settings.paced_rate if paced is not None else None,
+        paced_p50_ms=round(paced.percentile(0.5), 2) if paced is not None else None,
+        paced_p99_ms=round(paced.percentile(0.99), 2) if paced is not None else None,
     )
     progress(
         f"{count} broadcasts: {row.deliveries_per_s:,.0f} deliveries/s, "
         f"p99 {row.p99_ms:.1f} ms, {row.cpu_us_per_delivery:.1f} µs CPU each"
         + (f", {row.lost} LOST" if row.lost else "")
     )
+    if paced is not None:
+        progress(
+            f"paced at {settings.paced_rate:,.0f} deliveries/s: p50 {row.paced_p50_ms:.1f} ms, "
+            f"p99 {row.paced_p99_ms:.1f} ms"
+            + (
+                f", {paced.expected - paced.deliveries} LOST"
+                if paced.deliveries < paced.expected
+                else ""
+            )
+        )
     if row.node_p99_ms is not None and row.node_cpu_us_per_delivery is not None:
         progress(
             "by node: p99 "

@@ -46,18 +46,23 @@ def write_json(path: Path, rows: Sequence[Any]) -> None:
 
 def plot(path: Path, rows: Sequence[Any], panels: Sequence[Column], title: str) -> None:
     """One panel per column in ``panels``, against the number of clients, one line a server (or
-    a row's ``series``, when its rows have one: a server in one variant of the measurement)."""
+    a row's ``series``, when its rows have one: a server in one variant of the measurement).
+    A value not measured (None) is left out, and so is a panel without any."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    panels = [p for p in panels if any(getattr(r, p.field) is not None for r in rows)]
 
     figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
     servers = list(dict.fromkeys(_series(row) for row in rows))
     for ax, panel in zip(axes[0], panels, strict=True):
         for server in servers:
             mine = sorted(
-                (r.clients, getattr(r, panel.field)) for r in rows if _series(r) == server
+                (r.clients, getattr(r, panel.field))
+                for r in rows
+                if _series(r) == server and getattr(r, panel.field) is not None
             )
             ax.plot([n for n, _ in mine], [v for _, v in mine], marker="o", label=server)
         ax.set_xlabel("clients (N)")

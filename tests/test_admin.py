@@ -282,6 +282,18 @@ async def test_development_events_follow_a_socket(
             await alice.expect("ack", tag=tag)
             received = await admin.expect("event", name="event_received")
             assert received["args"][:3] == ["/", alice_id, ["join-project", payload]]
+            # A token sent in an event is not shown to the operators either.
+            fresh = running.token("alice")
+            tag = next(_tags)
+            await alice.send(
+                op="emit", event="refresh-token", args=[{"token": fresh}], ack=True, tag=tag
+            )
+            await alice.expect("ack", tag=tag)
+            refresh = await expect_event(
+                admin, "event_received", lambda args: args[2][0] == "refresh-token"
+            )
+            assert refresh[2] == ["refresh-token", {"token": REDACTED}]
+            assert fresh not in str(admin.events("event_received"))
             joined = [
                 line
                 for line in admin.events("room_joined")

@@ -34,6 +34,9 @@ FIELDS: dict[str, type | tuple[type, ...]] = {
     "p50_ms": NUMBER,
     "p99_ms": NUMBER,
     "rss_kb_per_conn": NUMBER,
+    "paced_rate": NUMBER,  # the last burst's, paced alike for every server (deliveries/s)
+    "paced_p50_ms": NUMBER,
+    "paced_p99_ms": NUMBER,
 }
 HOLD_FIELDS: dict[str, type | tuple[type, ...]] = {
     "server": str,
@@ -90,6 +93,8 @@ def test_fanout_quick(tmp_path: Path) -> None:
         assert row["clients"] == 50
         assert row["deliveries_per_s"] > 0, row
         assert row["lost"] == 0, row
+        assert row["paced_rate"] == 20_000, row
+        assert 0 < row["paced_p50_ms"] <= row["paced_p99_ms"], row
     assert plot_path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     for server in SERVERS:
         assert server in out  # the table

@@ -25,7 +25,9 @@ async def test_a_client_that_vanishes_is_let_go_with_all_it_held(
 ) -> None:
     node_command()
     seen = Seen()
-    server = hub.Server(ping_interval=PING_INTERVAL, ping_timeout=PING_TIMEOUT)
+    # A client gone silent also leaves idle HTTP keep-alive connections (polling): they are
+    # let go at the keep-alive timeout.
+    server = hub.Server(ping_interval=PING_INTERVAL, ping_timeout=PING_TIMEOUT, keepalive_timeout=1)
 
     @server.on("connect")
     def connect(socket: hub.Socket, auth: dict[str, Any]) -> None:
@@ -50,7 +52,8 @@ async def test_a_client_that_vanishes_is_let_go_with_all_it_held(
             ((reason, at),) = await seen.wait("disconnect", timeout=5)
             after = await footprint(server)
             # The session's tasks are gone now; the TCP connection's own task waits for the
-            # answer to its close frame (a WebSocket), at most the close timeout (5 s).
+            # answer to its close frame (a WebSocket), at most the close timeout (5 s), or for
+            # a next request (polling), at most the keep-alive timeout.
             with trio.move_on_after(6):
                 while count_tasks(serving) > tasks_before:
                     await trio.sleep(0.05)

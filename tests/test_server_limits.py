@@ -1,6 +1,8 @@
 """Limits against hostile clients, each with the answer a client gets: too many connections
 (503), too many connection attempts from one address (429), an oversize or slow request head
-(431 / closed), too many namespaces on one connection, too many events awaiting their ack."""
+(431 / closed), a body that does not come (408), an idle keep-alive connection (closed), too many
+namespaces on one connection, too many events awaiting their ack; and the answers to a HEAD
+request and to a malformed one."""
 
 from __future__ import annotations
 
@@ -98,6 +100,82 @@ async def test_a_head_sent_too_slowly_is_cut_off(nursery: trio.Nursery) -> None:
     await stream.aclose()
     assert 0.4 < elapsed < 2, elapsed
     assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer
+
+
+async def _raw_exchange(address: str, request: bytes, *, wait: float = 5) -> tuple[bytes, float]:
+    """Send ``request`` on a fresh TCP connection; read until the server closes it. Returns
+    what came back and how long the server took to close."""
+    host, port = address.rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    started = trio.current_time()
+    answer = b""
+    with trio.fail_after(wait):
+        await stream.send_all(request)
+        while True:
+            try:
+                data = await stream.receive_some()
+            except trio.BrokenResourceError:
+                data = b""
+            if not data:
+                break
+            answer += data
+    await stream.aclose()
+    return answer, trio.current_time() - started
+
+
+async def test_a_body_that_does_not_come_is_408(nursery: trio.Nursery) -> None:
+    server = hub.Server(body_timeout=0.5)
+    address = await start_server(nursery, server)
+    promised = (
+        b"POST /socket.io/?EIO=4&transport=polling&sid=x HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Length: 100\r\n\r\n40"  # 2 bytes of 100, then nothing
+    )
+    answer, elapsed = await _raw_exchange(address, promised)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert 0.4 < elapsed < 2, elapsed
+
+
+async def test_an_idle_keep_alive_connection_is_closed(nursery: trio.Nursery) -> None:
+    server = hub.Server(keepalive_timeout=0.5)
+    address = await start_server(nursery, server)
+    first = b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n"
+    answer, elapsed = await _raw_exchange(address, first)
+    # Answered, then kept open for a next request that does not come, then let go.
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    assert answer.count(b"HTTP/1.1") == 1
+    assert 0.4 < elapsed < 2, elapsed
+
+
+async def test_a_head_request_gets_the_head_and_the_connection_goes_on(
+    nursery: trio.Nursery,
+) -> None:
+    server = hub.Server(keepalive_timeout=0.5)
+    address = await start_server(nursery, server)
+    async with httpx.AsyncClient(base_url=f"http://{address}") as http:
+        get = await http.get("/socket.io/", params={"EIO": "3", "transport": "polling"})
+    both = (
+        b"HEAD /socket.io/?EIO=3&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /socket.io/?EIO=3&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    answer, _ = await _raw_exchange(address, both)
+    assert get.status_code == 400  # a refusal with a body, to a GET
+    assert get.content
+    head, rest = answer.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert f"content-length: {len(get.content)}".encode() in head.lower()
+    # No body after the HEAD's head: the next bytes are the GET's answer, whole.
+    assert rest.startswith(b"HTTP/1.1 400 "), rest
+    assert rest.endswith(get.content)
+
+
+async def test_a_malformed_request_is_400_without_repeating_it(nursery: trio.Nursery) -> None:
+    server = hub.Server()
+    address = await start_server(nursery, server)
+    secret = b"eyJhbGciOiJIUzI1NiJ9.c2VjcmV0.c2lnbmF0dXJl"
+    bad = b"GET /socket.io/?token=" + secret + b" HTTP/1.1\r\nHost: x\r\nno colon " + secret
+    answer, _ = await _raw_exchange(address, bad + b"\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert secret not in answer
 
 
 async def test_too_many_namespaces_on_one_connection_are_refused(nursery: trio.Nursery) -> None:

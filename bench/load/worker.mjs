@@ -16,7 +16,7 @@
 // per line from stdout ({ev: "ready"} first):
 //   {op: "connect", url, clients, concurrency, transport, jwt?} -> {ev: "connected", start, end, connected, failed, error}
 //   {op: "expect", first, count}                          -> {ev: "expecting"}
-//   {op: "burst", first, count, size} (control client)    -> {ev: "sent", t0}, later {ev: "acked", t}
+//   {op: "burst", first, count, size, interval?} (control) -> {ev: "sent", t0}, later {ev: "acked", t}
 //   {op: "report"} (or by itself once every tick arrived) -> {ev: "done", deliveries, last, latencies}
 //   {op: "status"}                                        -> {ev: "status", connected, alive, disconnects, pings, error}
 // Times are CLOCK_MONOTONIC milliseconds, the servers' clock (bench/servers/common.py).
@@ -306,8 +306,8 @@ const commands = {
     reported = false;
     out({ ev: "expecting" });
   },
-  burst({ first, count, size }) {
-    clients[0].burst({ first, count, size });
+  burst({ first, count, size, interval }) {
+    clients[0].burst(interval ? { first, count, size, interval } : { first, count, size });
   },
   report() {
     if (!reported) report();

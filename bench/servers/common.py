@@ -8,7 +8,9 @@ Each server (``hub_server.py``, ``psio_server.py``, ``node_server.mjs``) behaves
 - a socket joins the room ``bench`` when it connects;
 - on the event ``burst`` ``{"count", "size", "first"}`` it emits ``count`` broadcasts of
   ``tick`` ``{"seq", "t", "pad"}`` to the room, one per turn of its event loop (it yields
-  between broadcasts, so sockets drain and heartbeats run), then acknowledges with ``"done"``.
+  between broadcasts, so sockets drain and heartbeats run), then acknowledges with ``"done"``;
+  with ``"interval"`` (milliseconds) it waits that long after each broadcast instead: a paced
+  burst, at a rate every server is asked for alike.
 
 ``seq`` runs from ``first``; ``t`` is when the broadcast was emitted, in milliseconds of
 CLOCK_MONOTONIC (Python's ``time.monotonic``, Node's ``process.hrtime``): every process on the
@@ -57,6 +59,7 @@ __all__ = [
     "ROOM",
     "Burst",
     "arguments",
+    "pause",
     "ticks",
     "user_id",
 ]
@@ -77,6 +80,7 @@ class Burst(TypedDict, total=False):
     count: int
     size: int
     first: int
+    interval: float  # milliseconds between broadcasts: a paced burst
 
 
 def ticks(request: Burst) -> Iterator[dict[str, Any]]:
@@ -85,6 +89,12 @@ def ticks(request: Burst) -> Iterator[dict[str, Any]]:
     first = request.get("first", 0)
     for seq in range(first, first + request["count"]):
         yield {"seq": seq, "t": round(time.monotonic_ns() / 1e6, 3), "pad": pad}
+
+
+def pause(request: Burst) -> float:
+    """Seconds to wait after each broadcast of the burst: 0 (one turn of the loop) unless it is
+    paced."""
+    return max(0.0, float(request.get("interval", 0))) / 1000
 
 
 def user_id(index: int) -> str:

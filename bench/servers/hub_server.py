@@ -23,6 +23,7 @@ from bench.servers.common import (
     ROOM,
     Burst,
     arguments,
+    pause,
     ticks,
     user_id,
 )
@@ -48,9 +49,13 @@ def build(
     @server.on("burst")
     async def burst(socket: hub.Socket, request: Burst) -> str:
         room = server.to(ROOM)
-        for payload in ticks(request):
+        wait, started = pause(request), trio.current_time()
+        for index, payload in enumerate(ticks(request)):
             room.emit("tick", payload)
-            await trio.lowlevel.checkpoint()
+            if wait:
+                await trio.sleep_until(started + (index + 1) * wait)  # paced: a fixed rate
+            else:
+                await trio.lowlevel.checkpoint()
         return "done"
 
     return server

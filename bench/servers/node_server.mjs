@@ -69,11 +69,18 @@ function refused(code) {
 
 io.on("connection", (socket) => {
   socket.join(secret ? `user:${socket.data.userId}` : ROOM);
-  socket.on("burst", async ({ count, size = 60, first = 0 }, ack) => {
+  socket.on("burst", async ({ count, size = 60, first = 0, interval = 0 }, ack) => {
     const pad = "x".repeat(Math.max(0, size - PAYLOAD_OVERHEAD));
+    const started = nowMs();
     for (let seq = first; seq < first + count; seq++) {
       io.to(ROOM).emit("tick", { seq, t: nowMs(), pad });
-      await new Promise(setImmediate); // one broadcast per turn of the event loop
+      if (interval > 0) {
+        // paced: wait for the next slot of a fixed rate
+        const slot = started + (seq - first + 1) * interval;
+        await new Promise((resolve) => setTimeout(resolve, Math.max(0, slot - nowMs())));
+      } else {
+        await new Promise(setImmediate); // one broadcast per turn of the event loop
+      }
     }
     if (typeof ack === "function") ack("done");
   });

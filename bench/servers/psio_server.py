@@ -14,7 +14,16 @@ import jwt
 import socketio
 import uvicorn
 
-from bench.servers.common import BACKLOG, PING_INTERVAL, PING_TIMEOUT, ROOM, Burst, arguments, ticks
+from bench.servers.common import (
+    BACKLOG,
+    PING_INTERVAL,
+    PING_TIMEOUT,
+    ROOM,
+    Burst,
+    arguments,
+    pause,
+    ticks,
+)
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -52,9 +61,12 @@ def build(
         await sio.enter_room(sid, f"user:{claims['sub']}")
 
     async def burst(sid: str, request: Burst) -> str:
-        for payload in ticks(request):
+        loop = asyncio.get_running_loop()
+        wait, started = pause(request), loop.time()
+        for index, payload in enumerate(ticks(request)):
             await sio.emit("tick", payload, room=ROOM)
-            await asyncio.sleep(0)  # emit only queues; let the sockets' writer tasks run
+            # emit only queues; let the sockets' writer tasks run (paced: until the next slot)
+            await asyncio.sleep(max(0.0, started + (index + 1) * wait - loop.time()))
         return "done"
 
     sio.on("connect", connect_with_token if jwt_secret else connect)

@@ -55,6 +55,7 @@ import trio
 
 from hub.app.assets import SECURITY_HEADERS, StaticFiles, find_node_modules
 from hub.app.config import ConfigError
+from hub.app.logs import redact
 from hub.cluster.errors import ClusterError
 from hub.errors import LocalProtocolError
 from hub.server.broadcast import BroadcastOperator
@@ -555,26 +556,24 @@ class AdminUI(Observer):
     async def _join(
         self, admin: Socket, nsp: Any = None, room: Any = None, filter_: Any = None
     ) -> None:
-        operator = self._target(admin, "join", nsp, filter_)
-        if operator is None or not isinstance(room, str) or not room:
-            return
-        log.info("admin %s: %s %s join %r", admin.id, nsp, filter_ or "(all)", room)
-        try:
-            await operator.everywhere.join(room)
-        except ClusterError as exc:
-            log.warning("admin %s: join reached this node only: %s", admin.id, exc.message)
+        await self._move(admin, "join", nsp, room, filter_)
 
     async def _leave(
         self, admin: Socket, nsp: Any = None, room: Any = None, filter_: Any = None
     ) -> None:
-        operator = self._target(admin, "leave", nsp, filter_)
+        await self._move(admin, "leave", nsp, room, filter_)
+
+    async def _move(self, admin: Socket, command: str, nsp: Any, room: Any, filter_: Any) -> None:
+        """``join`` or ``leave`` ``room``, for the sockets ``filter_`` names, on every node."""
+        operator = self._target(admin, command, nsp, filter_)
         if operator is None or not isinstance(room, str) or not room:
             return
-        log.info("admin %s: %s %s leave %r", admin.id, nsp, filter_ or "(all)", room)
+        log.info("admin %s: %s %s %s %r", admin.id, nsp, filter_ or "(all)", command, room)
+        everywhere = operator.everywhere
         try:
-            await operator.everywhere.leave(room)
+            await (everywhere.join(room) if command == "join" else everywhere.leave(room))
         except ClusterError as exc:
-            log.warning("admin %s: leave reached this node only: %s", admin.id, exc.message)
+            log.warning("admin %s: %s reached this node only: %s", admin.id, command, exc.message)
 
     async def _disconnect(
         self, admin: Socket, nsp: Any = None, close: Any = False, filter_: Any = None
@@ -624,12 +623,29 @@ class AdminUI(Observer):
     def on_event(self, socket: Socket, event: str, args: tuple[Any, ...]) -> None:
         nsp = socket.namespace.name
         if self.settings.development and nsp not in TOOL_NAMESPACES:
-            self._tell("event_received", nsp, socket.id, [event, *args], iso())
+            self._tell("event_received", nsp, socket.id, [event, *scrub(args)], iso())
 
     def on_emit(self, socket: Socket, event: str, args: tuple[Any, ...]) -> None:
         nsp = socket.namespace.name
         if self.settings.development and nsp not in TOOL_NAMESPACES:
-            self._tell("event_sent", nsp, socket.id, [event, *args], iso())
+            self._tell("event_sent", nsp, socket.id, [event, *scrub(args)], iso())
+
+
+def scrub(args: tuple[Any, ...]) -> list[Any]:
+    """Event arguments as the Admin UI may show them: a client's ``refresh-token`` carries
+    its JWT, which no operator is to see. Every string, at any depth, has its tokens
+    redacted; binary and other values pass as they are."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return redact(value)
+        if isinstance(value, list | tuple):
+            return [clean(item) for item in value]
+        if isinstance(value, dict):
+            return {key: clean(item) for key, item in value.items()}
+        return value
+
+    return [clean(arg) for arg in args]
 
 
 # -- the UI bundle ----------------------------------------------------------------------------

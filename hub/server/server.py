@@ -101,14 +101,18 @@ class ServerOptions:
     # Against hostile clients (0: no limit). New sessions: at most max_connections open (503),
     # per client address connections_per_second on average with bursts of connection_burst
     # (429). An HTTP request head: at most max_header_bytes (431), sent within header_timeout
-    # seconds (or the connection is closed). Per connection, at most max_namespaces namespaces
-    # (CONNECT_ERROR "Too many namespaces"); per socket, at most max_pending_acks events with
-    # an ack being handled at once by async handlers (past it the socket is disconnected).
+    # seconds (or the connection is closed); a request body within body_timeout (408); a
+    # keep-alive connection idle longer than keepalive_timeout is closed. Per connection, at
+    # most max_namespaces namespaces (CONNECT_ERROR "Too many namespaces"); per socket, at most
+    # max_pending_acks events with an ack being handled at once by async handlers (past it the
+    # socket is disconnected).
     max_connections: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     connections_per_second: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
     connection_burst: int = attrs.field(default=20, validator=attrs.validators.ge(1))
     max_header_bytes: int = attrs.field(default=16384, validator=attrs.validators.ge(1024))
     header_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    body_timeout: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
+    keepalive_timeout: float = attrs.field(default=75.0, validator=attrs.validators.gt(0))
     max_namespaces: int = attrs.field(default=32, validator=attrs.validators.ge(1))
     max_pending_acks: int = attrs.field(default=256, validator=attrs.validators.ge(1))
 
@@ -136,6 +140,8 @@ class ServerOptions:
         return Limits(
             max_header_bytes=self.max_header_bytes,
             header_timeout=self.header_timeout,
+            body_timeout=self.body_timeout,
+            keepalive_timeout=self.keepalive_timeout,
             max_body_bytes=max(self.max_payload + 1024, self.max_http_body),
             max_message_bytes=self.max_payload,
             max_buffered=self.max_buffered,

@@ -42,6 +42,7 @@ class Limits:
 
     max_header_bytes: int = 16384
     header_timeout: float = 10.0
+    body_timeout: float = 30.0
     keepalive_timeout: float = 75.0
     max_body_bytes: int = 1_100_000
     max_message_bytes: int = 1_000_000
@@ -194,7 +195,10 @@ class _HttpConnection:
             try:
                 event = self.h11.next_event()
             except h11.RemoteProtocolError as exc:
-                self._send_error(exc.error_status_hint, str(exc))
+                # h11's message quotes what the client sent (a token in a URL, say): neither
+                # the answer nor the log repeats it.
+                status = exc.error_status_hint
+                self._send_error(status, _reason(status).decode("ascii").lower() or "bad request")
                 return None
             if event is not h11.NEED_DATA:
                 return event
@@ -239,13 +243,19 @@ class _HttpConnection:
         method = head.method.decode("ascii")
         request = Request.build(method, target, headers, client=self.stream.peer)
         if _is_websocket_upgrade(request):
-            await self._read_body(limit=0)
+            with trio.move_on_after(self.limits.body_timeout):
+                await self._read_body(limit=0)
             if self.h11.their_state is not h11.MIGHT_SWITCH_PROTOCOL:  # type: ignore[attr-defined]
                 return True
             trailing, _ = self.h11.trailing_data
             self.upgrade = (request, trailing)
             return True
-        body = await self._read_body(limit=self.limits.max_body_bytes)
+        with trio.move_on_after(self.limits.body_timeout) as scope:
+            body = await self._read_body(limit=self.limits.max_body_bytes)
+        if scope.cancelled_caught:
+            # A declared body that does not come would hold the connection open for good.
+            self._send_error(408, "request timeout")
+            return True
         if body is None:
             if self.h11.their_state is h11.ERROR or self.h11.our_state is not h11.SEND_RESPONSE:
                 return True
@@ -259,7 +269,7 @@ class _HttpConnection:
         response = await self._answer(request)
         if self.stream.closed:
             return True
-        self._send(response)
+        self._send(response, head=method == "HEAD")
         if self.h11.our_state is h11.MUST_CLOSE or self.h11.their_state is h11.MUST_CLOSE:
             return True
         try:
@@ -310,7 +320,9 @@ class _HttpConnection:
             else:  # pragma: no cover - h11 yields nothing else here
                 return None
 
-    def _send(self, response: Response) -> None:
+    def _send(self, response: Response, *, head: bool = False) -> None:
+        """Write one response. To a HEAD request, the head alone, with the length the body
+        would have had."""
         headers = [
             (name.encode("latin-1"), value.encode("latin-1")) for name, value in response.headers
         ]
@@ -321,7 +333,8 @@ class _HttpConnection:
                     status_code=response.status, headers=headers, reason=_reason(response.status)
                 )
             )
-            data += self.h11.send(h11.Data(data=response.body)) if response.body else b""
+            if response.body and not head:
+                data += self.h11.send(h11.Data(data=response.body))
             data += self.h11.send(h11.EndOfMessage())
         except h11.LocalProtocolError:
             self.stream.close("response not allowed")

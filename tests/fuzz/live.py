@@ -217,8 +217,12 @@ class HttpAnswer:
     rest: bytes = b""
 
 
-def parse_responses(data: bytes) -> HttpAnswer:
-    """Split what a server sent into HTTP/1.1 responses, checking each is well formed."""
+def parse_responses(data: bytes, *, heads: bool = False) -> HttpAnswer:
+    """Split what a server sent into HTTP/1.1 responses, checking each is well formed.
+
+    ``heads``: some of the requests may have been HEAD requests, whose answers declare the
+    length of a body they do not carry: an answer followed by the next status line, or by
+    nothing, is taken as one of those."""
     statuses: list[int] = []
     while data:
         match = _STATUS_LINE.match(data)
@@ -240,6 +244,9 @@ def parse_responses(data: bytes) -> HttpAnswer:
             return HttpAnswer(tuple(statuses), data[end + 4 :])
         assert b"content-length" in headers, f"no Content-Length: {data[:200]!r}"
         length = int(headers[b"content-length"])
+        after = data[end + 4 :]
+        if heads and (not after or _STATUS_LINE.match(after)):
+            length = 0
         body = data[end + 4 : end + 4 + length]
         assert len(body) == length, "a response body cut short"
         data = data[end + 4 + length :]
@@ -267,7 +274,7 @@ class HttpTarget:
             The statuses it answered (none when it just closed).
         """
         with _connect(self.address) as sock:
-            answer = parse_responses(send_and_finish(sock, data))
+            answer = parse_responses(send_and_finish(sock, data), heads=b"HEAD" in data)
         unexpected = set(answer.statuses) - HTTP_STATUSES
         assert not unexpected, f"answered {sorted(unexpected)} to {data[:200]!r}"
         return answer
