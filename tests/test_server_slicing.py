@@ -160,3 +160,27 @@ async def test_an_emitter_faster_than_the_delivery_keeps_the_backlog_bounded(
     assert most <= 2 * CLIENTS
     for client in clients:
         assert client.events == [["big", number] for number in range(40)]
+
+
+async def test_a_broadcast_emitted_while_one_waits_is_written_with_it(
+    nursery: trio.Nursery,
+) -> None:
+    server, clients = await _room(nursery, broadcast_slice=SLICE)
+    adapter = server.main.adapter
+    sockets = [server.main.sockets[client.sid] for client in clients]
+    leaving, joining = sockets[0], sockets[1]
+    joining.leave("all")
+    server.to("all").emit("big", 1)  # more than a slice: queued
+    assert adapter._queued == CLIENTS - 1
+    leaving.leave("all")
+    joining.join("all")
+    # Emitted before the first was written: both go out now, together where both are due.
+    assert server.to("all").emit("big", 2) == CLIENTS - 1
+    assert not adapter.backlog
+    assert adapter._queued == 0
+    await _receive_all(clients[2:], 2)
+    await _receive_all(clients[:2], 1)
+    assert clients[0].events == [["big", 1]]  # it left before the second
+    assert clients[1].events == [["big", 2]]  # it joined after the first
+    for client in clients[2:]:
+        assert client.events == [["big", 1], ["big", 2]]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -30,6 +30,7 @@ from hub.app.events import EVENTS, to_wire, validate_event
 from hub.app.metrics import HubStats, health_needs_token, health_routes
 from hub.app.store import AccessStore, StoreError
 from hub.cluster import RedisCluster
+from hub.cluster.sessions import RedisSessions
 from hub.server import ConnectionRefused, RecoveryOptions, Server, ServerOptions, Socket
 from hub.server.recovery import RECOVERABLE_REASONS, Saved
 from hub.transport.engine import Alarm
@@ -94,6 +95,13 @@ class Hub:
         self.config = config
         self.store = store
         self.auth = config.auth_settings()
+        # With Redis, recovery works across the nodes: sessions and missed events are kept
+        # there too (hub.cluster.sessions), so a tab coming back to another node is recovered.
+        self.sessions = (
+            RedisSessions(config.redis_url, group=lambda data: data.get("user_id"))
+            if config.redis_url and config.recovery_seconds > 0
+            else None
+        )
         self.server = Server(
             ServerOptions(
                 path=config.path,
@@ -116,6 +124,7 @@ class Hub:
                         skip_middlewares=False,
                         # The client comes back with a fresh token from its auth callback.
                         reasons=RECOVERABLE_REASONS | {"token expired"},
+                        shared=self.sessions,
                     )
                     if config.recovery_seconds > 0
                     else None
@@ -486,6 +495,7 @@ class Hub:
         on the request as they read it, without a count)."""
         rooms = list(rooms)
         local = self.join_rooms(user_id, rooms)
+        await self._edit_shared(user_id, lambda saved: saved.rooms.update(rooms))
         if self.clustered:
             await self.server.to(user_room(user_id)).everywhere.join(*rooms)
         return local
@@ -494,6 +504,7 @@ class Hub:
         """:meth:`leave_rooms` on every node; as :meth:`join_rooms_everywhere`."""
         rooms = list(rooms)
         local = self.leave_rooms(user_id, rooms)
+        await self._edit_shared(user_id, lambda saved: saved.rooms.difference_update(rooms))
         if self.clustered:
             await self.server.to(user_room(user_id)).everywhere.leave(*rooms)
         return local
@@ -501,6 +512,8 @@ class Hub:
     async def revoke_project_everywhere(self, user_id: str, project_id: str) -> int:
         """:meth:`revoke_project` on every node."""
         local = self.revoke_project(user_id, project_id)
+        room = project_room(project_id)
+        await self._edit_shared(user_id, lambda saved: saved.rooms.discard(room))
         if self.clustered:
             await self.server.to(user_room(user_id)).everywhere.leave(project_room(project_id))
         return local
@@ -508,9 +521,22 @@ class Hub:
     async def disconnect_user_everywhere(self, user_id: str) -> int:
         """:meth:`disconnect_user` on every node."""
         local = self.disconnect_user(user_id)
+        await self._edit_shared(user_id, None)
         if self.clustered:
             await self.server.to(user_room(user_id)).everywhere.disconnect()
         return local
+
+    async def _edit_shared(self, user_id: str, change: Callable[[Saved], None] | None) -> None:
+        """The user's sessions kept in Redis for recovery follow a join, a leave or (without
+        ``change``) a logout too, whichever node the tab comes back to.
+
+        Raises:
+            hub.cluster.ClusterUnavailable: Redis cannot be reached.
+        """
+        if self.sessions is not None:
+            await self.sessions.edit(
+                "/", lambda saved: saved.data.get("user_id") == user_id, change, group=user_id
+            )
 
     # -- serving ---------------------------------------------------------------------------
 
@@ -554,6 +580,9 @@ class Hub:
             self.server.route(prefix, app)
         try:
             async with trio.open_nursery() as nursery:
+                if self.sessions is not None:
+                    # Cancelled with the rest, it writes what is queued before it ends.
+                    await nursery.start(self.sessions.run)
                 public = await nursery.start(self.server.serve, config.host, config.port)
                 internal_address = public
                 if config.internal_port is not None:

@@ -19,6 +19,7 @@ from hub.errors import LocalProtocolError, SocketIOError
 from hub.protocol import Ack, Connect, ConnectError, Decoder, Disconnect, Event, Packet
 from hub.server.forwarded import client_address
 from hub.server.observer import notify
+from hub.server.recovery import SharedUnavailable
 from hub.server.socket import ConnectionRefused, Handshake, Socket, encode_outgoing
 
 if TYPE_CHECKING:
@@ -141,10 +142,40 @@ class Client:
         connecting.add(name)
         self.nursery.start_soon(self._connect, namespace, socket)
 
+    async def _restore_shared(self, namespace: Namespace, socket: Socket) -> None:
+        """With recovery shared through Redis (:mod:`hub.cluster.sessions`): a session this
+        node restored from memory is taken from Redis too; one it does not know is looked up
+        there. Bounded by the store's short deadline; when Redis cannot be reached, what this
+        node holds decides."""
+        recovery = namespace.adapter.recovery
+        if recovery is None or recovery.shared is None:
+            return
+        recovery.bind(namespace.name)
+        restored = socket._restored
+        if restored is not None:
+            if await recovery.confirm(namespace.name, restored) is None:
+                socket.start_afresh()  # restored elsewhere, or forgotten meanwhile
+            return
+        auth = socket.handshake.auth
+        if not isinstance(auth, dict) or auth.get("pid") is None:
+            return
+        try:
+            saved = await recovery.restore_shared(
+                namespace.name, auth.get("pid"), auth.get("offset"), trio.current_time()
+            )
+        except SharedUnavailable as exc:
+            log.info("connection %s: recovery from Redis skipped: %s", self.engine.sid, exc)
+            return
+        if saved is not None:
+            socket.id, socket.pid, socket.data = saved.sid, saved.pid, saved.data
+            socket.recovered = True
+            socket._restored = saved
+
     async def _connect(self, namespace: Namespace, socket: Socket) -> None:
         options = self.server.options.recovery
-        skip = socket.recovered and options is not None and options.skip_middlewares
         try:
+            await self._restore_shared(namespace, socket)
+            skip = socket.recovered and options is not None and options.skip_middlewares
             await namespace._run_connect(socket, socket.handshake.auth, middleware=not skip)
         except ConnectionRefused as refusal:
             if namespace.observers:
