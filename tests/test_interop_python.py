@@ -127,7 +127,10 @@ async def test_connect_emit_and_acks(
         # The client leaves with sio.disconnect(): it queues DISCONNECT and the Engine.IO close,
         # but over WebSocket python-engineio closes the socket without waiting for its write
         # loop, so the packets may never leave (its log: "Write loop: WebSocket connection was
-        # closed, aborting"). Either way the server must see the socket go.
+        # closed, aborting"). Either way the server must see the socket go. Over polling both go
+        # in one POST, and only if the POST of the acknowledgement above was answered before
+        # this command: its write loop ends when disconnect() finds a POST in flight, and then
+        # waits for its GET until the next ping (test_asgi_polling.py holds the server to it).
         await client.send(op="close")
         await client.expect("closed")
         ((sid, reason),) = await seen.wait("disconnect")

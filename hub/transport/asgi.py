@@ -110,6 +110,17 @@ class ASGIApp:
             if not message.get("more_body", False):
                 break
         request = _request_of(scope, b"".join(chunks))
+        # The answer is sent as soon as the handler returns, before anything else of this task
+        # yields, as the native listener and engine.io do. A polling POST's packets wake other
+        # tasks (an ack resolves a call, a handler runs); if its "ok" waited behind a scheduler
+        # step of its own, the application's reaction could reach the client first, and
+        # python-engineio drops what it queued meanwhile (its write loop ends when disconnect()
+        # is called while a POST is in flight, so the DISCONNECT and the close never leave).
+        if request.method != "GET":
+            # Answered at once, without a task watching for the peer to hang up: only a
+            # long-poll waits long enough to need one.
+            await _send_response(send, await self.app.handle_http(request))
+            return
         async with trio.open_nursery() as nursery:
 
             async def watch() -> None:
@@ -119,8 +130,8 @@ class ASGIApp:
 
             nursery.start_soon(watch)
             response = await self.app.handle_http(request)
+            await _send_response(send, response)
             nursery.cancel_scope.cancel()
-        await _send_response(send, response)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = _request_of(scope)
