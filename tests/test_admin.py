@@ -15,12 +15,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import attrs
 import bcrypt
 import httpx
 import pytest
 import trio
-from interop.harness import CONNECT_TIMEOUT, ClientProcess, node_command, open_client
+from interop.harness import CONNECT_TIMEOUT, ClientProcess, node_client
+from support.hubs import HEARTBEAT_1S, RunningHub, hub_settings
 
 from hub.app.admin import (
     DEV_ADMIN_PASSWORD,
@@ -31,9 +31,7 @@ from hub.app.admin import (
     AdminSettings,
     admin_ui_index,
 )
-from hub.app.auth import mint_token
-from hub.app.config import Config, ConfigError, Environment
-from hub.app.hub import Hub, HubAddresses
+from hub.app.config import ConfigError, Environment
 from hub.app.status import install_tools
 from hub.app.store import SQLiteStore
 from hub.server import Socket
@@ -58,19 +56,6 @@ STATS_FIELDS = {
 _tags = itertools.count(1)
 
 
-@attrs.frozen
-class Running:
-    hub: Hub
-    addresses: HubAddresses
-
-    @property
-    def url(self) -> str:
-        return self.addresses.url
-
-    def token(self, user: str) -> str:
-        return mint_token(user, self.hub.auth, email=f"{user}@example.test", expires_in=3600)
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> SQLiteStore:
     store = SQLiteStore(tmp_path / "hub.sqlite3")
@@ -86,28 +71,18 @@ async def start(
     *,
     demo: bool = True,
     **settings: Any,
-) -> Running:
-    options: dict[str, Any] = {
-        "port": 0,
-        "jwt_secret": SECRET,
-        "emit_token": EMIT_TOKEN,
-        "ping_interval": 1,
-        "ping_timeout": 1,
-        # Off: the events here are compared whole (with it on, each carries its offset last).
-        "recovery_seconds": 0,
-        **settings,
-    }
-    hub = Hub(Config(**options).check(), store)
-    install_tools(hub, environ or {}, demo=demo)
-    addresses: HubAddresses = await nursery.start(hub.serve)
-    return Running(hub, addresses)
+) -> RunningHub:
+    options = hub_settings(SECRET, EMIT_TOKEN, HEARTBEAT_1S, settings)
+    return await RunningHub.start(
+        nursery, store, options, prepare=lambda hub: install_tools(hub, environ or {}, demo=demo)
+    )
 
 
 @asynccontextmanager
 async def client(
     nursery: trio.Nursery, url: str, *, name: str, connect: bool = True, **options: Any
 ) -> AsyncIterator[ClientProcess]:
-    async with open_client(nursery, node_command(), {"url": url, **options}, name=name) as c:
+    async with node_client(nursery, url, name=name, **options) as c:
         if connect:
             await c.expect("connect", timeout=CONNECT_TIMEOUT)
         yield c

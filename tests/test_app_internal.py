@@ -18,12 +18,12 @@ import attrs
 import httpx
 import pytest
 import trio
-from support.sio import SID, RawSio
+from support.hubs import RunningHub, hub_settings
+from support.sio import Tab
 from support.wire import WAIT
 
 from hub.app.auth import AuthSettings, mint_token
-from hub.app.config import Config
-from hub.app.hub import Hub, HubAddresses
+from hub.app.hub import HubAddresses
 from hub.app.internal import MAX_BATCH
 from hub.app.store import SQLiteStore
 
@@ -51,29 +51,8 @@ async def start_hub(nursery: trio.Nursery, tmp_path: Path, **settings: Any) -> H
     for user in ("alice", "bob", "carol"):
         store.add_user(user, email=f"{user}@example.com")
     store.add_project("p1", owner="alice")
-    config = Config(
-        port=0, jwt_secret=SECRET, emit_token=EMIT_TOKEN, recovery_seconds=0, **settings
-    ).check()
-    addresses: HubAddresses = await nursery.start(Hub(config, store).serve)
-    return addresses
-
-
-@attrs.frozen
-class Tab:
-    """One connected raw Socket.IO client of a user."""
-
-    client: RawSio
-    sid: str
-
-    async def frame(self) -> str:
-        return await self.client.receive_text()
-
-    async def event(self) -> tuple[str, Any]:
-        message = await self.frame()
-        assert message.startswith("42["), message
-        name, data = json.loads(message[2:])
-        assert isinstance(name, str)
-        return name, data
+    running = await RunningHub.start(nursery, store, hub_settings(SECRET, EMIT_TOKEN, settings))
+    return running.addresses
 
 
 @attrs.frozen
@@ -84,14 +63,7 @@ class Running:
 
     async def tab(self, user: str) -> Tab:
         host, port = self.addresses.public
-        client = await RawSio.open(self.nursery, f"{host}:{port}")
-        await client.send("40" + json.dumps({"token": mint_token(user, SETTINGS)}))
-        answer = await client.receive_text()
-        assert answer.startswith("40"), answer
-        assert SID.fullmatch(answer[2:]), answer
-        sid = json.loads(answer[2:])["sid"]
-        assert isinstance(sid, str)
-        return Tab(client, sid)
+        return await Tab.open(self.nursery, f"{host}:{port}", mint_token(user, SETTINGS))
 
     async def post(self, path: str, body: Any) -> httpx.Response:
         with trio.fail_after(WAIT):

@@ -23,11 +23,10 @@ import trio
 import trio_websocket
 from interop.harness import CONNECT_TIMEOUT, STEP_TIMEOUT, node_command, open_client
 from prometheus_client.parser import text_string_to_metric_families
+from support.hubs import RunningHub, hub_settings
 from support.redis_server import redis_server
 
-from hub.app.auth import mint_token
 from hub.app.config import Config, ConfigError
-from hub.app.hub import Hub, HubAddresses
 from hub.app.store import SQLiteStore
 from hub.server.stats import Histogram
 from hub.transport import stream as stream_module
@@ -60,14 +59,8 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 @attrs.frozen
-class Running:
-    hub: Hub
-    addresses: HubAddresses
+class Running(RunningHub):
     http: httpx.AsyncClient
-
-    @property
-    def url(self) -> str:
-        return self.addresses.url
 
     @property
     def address(self) -> str:
@@ -76,9 +69,6 @@ class Running:
     @property
     def metrics_url(self) -> str:
         return self.addresses.internal_url + "/metrics"
-
-    def token(self, user: str, expires_in: float = 3600.0) -> str:
-        return mint_token(user, self.hub.auth, expires_in=expires_in)
 
 
 class Hubs:
@@ -91,18 +81,8 @@ class Hubs:
         self.http = http
 
     async def start(self, **settings: Any) -> Running:
-        options: dict[str, Any] = {
-            "port": 0,
-            "internal_port": 0,
-            "jwt_secret": SECRET,
-            "emit_token": EMIT_TOKEN,
-            # Off: frames are compared whole (with it on, each event carries its offset last).
-            "recovery_seconds": 0,
-            **settings,
-        }
-        hub = Hub(Config(**options).check(), self.store)
-        addresses: HubAddresses = await self.nursery.start(hub.serve)
-        return Running(hub, addresses, self.http)
+        options = hub_settings(SECRET, EMIT_TOKEN, {"internal_port": 0}, settings)
+        return await Running.start(self.nursery, self.store, options, http=self.http)
 
 
 @pytest.fixture
@@ -200,6 +180,17 @@ class RawClients:
             await ws.send_message("40" + (json.dumps({"token": token}) if token else ""))
             answer = str(await ws.get_message())
         return ws, answer
+
+    async def connected(
+        self, running: Running, *users: str
+    ) -> list[trio_websocket.WebSocketConnection]:
+        """A session of each of ``users`` (with a valid token), connected, and reading ahead."""
+        sessions = []
+        for user in users:
+            ws, answer = await self.connect(running, running.token(user), queue=16)
+            assert answer.startswith("40{"), answer
+            sessions.append(ws)
+        return sessions
 
 
 @pytest.fixture
@@ -336,11 +327,7 @@ async def test_an_emit_to_several_rooms_counts_each_recipient_once(
     hubs: Hubs, http: httpx.AsyncClient, raw: RawClients
 ) -> None:
     running = await hubs.start()
-    clients = []
-    for user in ("alice", "bob", "bob"):
-        ws, answer = await raw.connect(running, running.token(user), queue=16)
-        assert answer.startswith("40{"), answer
-        clients.append(ws)
+    clients = await raw.connected(running, "alice", "bob", "bob")
     before = await scrape(http, running.metrics_url)
     answer = await emit(
         running,
@@ -365,11 +352,7 @@ async def test_a_sliced_broadcast_is_timed_when_its_last_slice_is_written(
     running = await hubs.start()
     # One socket per slice: a broadcast to three goes through the namespace's delivery task.
     running.hub.server.main.adapter.slice_size = 1
-    clients = []
-    for user in ("alice", "bob", "alice"):
-        ws, answer = await raw.connect(running, running.token(user), queue=16)
-        assert answer.startswith("40{"), answer
-        clients.append(ws)
+    clients = await raw.connected(running, "alice", "bob", "alice")
     before = await scrape(http, running.metrics_url)
     assert (await emit(running, {"event": "tick", "data": 1, "to": ["user:alice", "user:bob"]}))[
         "delivered"

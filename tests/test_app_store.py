@@ -11,7 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import attrs
@@ -540,21 +540,27 @@ async def test_hook_unreachable() -> None:
     await hook.aclose()
 
 
+async def all_at_once(backend: Backend, look: Callable[[], Awaitable[None]], times: int) -> None:
+    """Run ``look`` ``times`` at once, the backend holding its answers until every one of them
+    waits: the first lookup has reached it and the others are blocked."""
+    backend.gate = trio.Event()
+    async with trio.open_nursery() as nursery:
+        for _ in range(times):
+            nursery.start_soon(look)
+        await backend.arrived.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        backend.gate.set()
+
+
 async def test_hook_shares_concurrent_identical_lookups(
     hook: HTTPAccessHook, backend: Backend
 ) -> None:
-    backend.gate = trio.Event()
     results: list[User | None] = []
 
     async def look() -> None:
         results.append(await hook.get_user("alice"))
 
-    async with trio.open_nursery() as nursery:
-        for _ in range(5):
-            nursery.start_soon(look)
-        await backend.arrived.wait()
-        await trio.testing.wait_all_tasks_blocked()
-        backend.gate.set()
+    await all_at_once(backend, look, 5)
     assert results == [User("alice", "a@x.org", True)] * 5
     assert len(backend.seen) == 1
 
@@ -562,7 +568,6 @@ async def test_hook_shares_concurrent_identical_lookups(
 async def test_hook_shared_errors_reach_every_waiter(
     hook: HTTPAccessHook, backend: Backend
 ) -> None:
-    backend.gate = trio.Event()
     backend.override = Response.text(502, "bad gateway")
     errors: list[str] = []
 
@@ -572,12 +577,7 @@ async def test_hook_shared_errors_reach_every_waiter(
         except StoreError as exc:
             errors.append(str(exc))
 
-    async with trio.open_nursery() as nursery:
-        for _ in range(3):
-            nursery.start_soon(look)
-        await backend.arrived.wait()
-        await trio.testing.wait_all_tasks_blocked()
-        backend.gate.set()
+    await all_at_once(backend, look, 3)
     assert len(errors) == 3
     assert all("answered 502" in error for error in errors)
     assert len(backend.seen) == 1

@@ -3,7 +3,6 @@ Socket.IO tabs (trio-websocket frames) reading what each call makes the hub send
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,12 +11,12 @@ import attrs
 import httpx
 import pytest
 import trio
-from support.sio import SID, RawSio
+from support.hubs import RunningHub, hub_settings
+from support.sio import Tab
 from support.wire import WAIT
 
 from hub.app.auth import AuthSettings, mint_token
-from hub.app.config import Config
-from hub.app.hub import Hub, HubAddresses
+from hub.app.hub import HubAddresses
 from hub.app.store import SQLiteStore
 from hub.emitter import Emit, EmitError, Emitter
 
@@ -37,21 +36,6 @@ NOTIFICATION: dict[str, Any] = {
 
 
 @attrs.frozen
-class Tab:
-    """One connected raw Socket.IO client of a user."""
-
-    client: RawSio
-    sid: str
-
-    async def event(self) -> tuple[str, Any]:
-        message = await self.client.receive_text()
-        assert message.startswith("42["), message
-        name, data = json.loads(message[2:])
-        assert isinstance(name, str)
-        return name, data
-
-
-@attrs.frozen
 class Running:
     addresses: HubAddresses
     emitter: Emitter
@@ -59,13 +43,7 @@ class Running:
 
     async def tab(self, user: str) -> Tab:
         host, port = self.addresses.public
-        client = await RawSio.open(self.nursery, f"{host}:{port}")
-        await client.send("40" + json.dumps({"token": mint_token(user, SETTINGS)}))
-        answer = await client.receive_text()
-        assert SID.fullmatch(answer[2:]), answer
-        sid = json.loads(answer[2:])["sid"]
-        assert isinstance(sid, str)
-        return Tab(client, sid)
+        return await Tab.open(self.nursery, f"{host}:{port}", mint_token(user, SETTINGS))
 
     async def quiet(self, *tabs: Tab) -> None:
         """Assert that nothing reached ``tabs`` since their last read (by order: a sentinel
@@ -81,9 +59,8 @@ async def start_hub(nursery: trio.Nursery, tmp_path: Path) -> HubAddresses:
     for user in ("alice", "bob", ODD_USER):
         store.add_user(user)
     store.add_project("p1", owner="alice")
-    config = Config(port=0, jwt_secret=SECRET, emit_token=EMIT_TOKEN, recovery_seconds=0).check()
-    addresses: HubAddresses = await nursery.start(Hub(config, store).serve)
-    return addresses
+    running = await RunningHub.start(nursery, store, hub_settings(SECRET, EMIT_TOKEN))
+    return running.addresses
 
 
 def plain_client() -> httpx.AsyncClient:

@@ -25,25 +25,20 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import attrs
 import httpx
 import jwt
 import pytest
 import trio
-import trio_websocket
-from interop.harness import CONNECT_TIMEOUT, STEP_TIMEOUT, ClientProcess, node_command, open_client
+from interop.harness import CONNECT_TIMEOUT, STEP_TIMEOUT, ClientProcess, node_client
+from support.hubs import HEARTBEAT_1S, RunningHub, hub_settings, websocket_handshake
 
 from hub.app.auth import AuthSettings, mint_token
 from hub.app.config import Config, ConfigError, Environment
-from hub.app.hub import Hub, HubAddresses
 from hub.app.store import SQLiteStore
 from hub.emitter import Emit, EmitError, Emitter
 
 SECRET = "test-secret-of-the-hub-client-tests"  # 32 bytes or more: no pyjwt warning
 EMIT_TOKEN = "emit-token"
-LONG = 3600.0
-"""Lifetime of the tokens of tests that are not about expiry (beyond the warning)."""
-
 FAST_RECONNECT: dict[str, Any] = {"reconnectionDelay": 100, "reconnectionDelayMax": 200}
 SETTLE = 1.5
 """Time for a reconnection that must not happen (it would start within ~200 ms)."""
@@ -77,41 +72,20 @@ def store(tmp_path: Path) -> SQLiteStore:
     return store
 
 
-@attrs.frozen
-class Running:
-    hub: Hub
-    addresses: HubAddresses
-
-    @property
-    def url(self) -> str:
-        return self.addresses.url
-
+class Running(RunningHub):
     @property
     def emit_url(self) -> str:
         return self.addresses.internal_url + "/internal/emit"
-
-    def token(self, user: str, expires_in: float = LONG) -> str:
-        return mint_token(user, self.hub.auth, email=f"{user}@example.test", expires_in=expires_in)
 
     def emitter(self, token: str = EMIT_TOKEN) -> Emitter:
         return Emitter(self.addresses.internal_url, token=token, timeout=STEP_TIMEOUT)
 
 
 async def start_hub(nursery: trio.Nursery, store: SQLiteStore, **settings: Any) -> Running:
-    options: dict[str, Any] = {
-        "port": 0,
-        "jwt_secret": SECRET,
-        "emit_token": EMIT_TOKEN,
-        "ping_interval": 1,
-        "ping_timeout": 1,
-        # Off here, so that events arrive with exactly their arguments (with it on, each
-        # replayable event carries its offset last); tests/test_hub_recovery.py turns it on.
-        "recovery_seconds": 0,
-        **settings,
-    }
-    hub_ = Hub(Config(**options).check(), store)
-    addresses: HubAddresses = await nursery.start(hub_.serve)
-    return Running(hub_, addresses)
+    # Recovery is off (see hub_settings); tests/test_hub_recovery.py turns it on.
+    return await Running.start(
+        nursery, store, hub_settings(SECRET, EMIT_TOKEN, HEARTBEAT_1S, settings)
+    )
 
 
 AUTH_HEADERS = {"Authorization": f"Bearer {EMIT_TOKEN}"}
@@ -120,12 +94,8 @@ AUTH_HEADERS = {"Authorization": f"Bearer {EMIT_TOKEN}"}
 # -- clients ---------------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def hub_client(
-    nursery: trio.Nursery, url: str, *, name: str, **options: Any
-) -> AsyncIterator[ClientProcess]:
-    async with open_client(nursery, node_command(), {"url": url, **options}, name=name) as client:
-        yield client
+hub_client = node_client
+"""The stock client in Node, on ``url`` with ``options`` (``name`` is its name in reports)."""
 
 
 @asynccontextmanager
@@ -601,23 +571,6 @@ async def polling_preflight(url: str, origin: str) -> int:
             },
         )
     return response.status_code
-
-
-async def websocket_handshake(url: str, origin: str, sid: str | None = None) -> int:
-    """The status of a WebSocket handshake with ``Origin`` (101: accepted, open packet read)."""
-    target = url.replace("http://", "ws://", 1) + "/socket.io/?EIO=4&transport=websocket"
-    if sid is not None:
-        target += f"&sid={sid}"
-    with trio.fail_after(STEP_TIMEOUT):
-        try:
-            async with trio_websocket.open_websocket_url(
-                target, extra_headers=[(b"origin", origin.encode())]
-            ) as ws:
-                if sid is None:
-                    assert str(await ws.get_message()).startswith("0{")
-                return 101
-        except trio_websocket.ConnectionRejected as exc:
-            return exc.status_code
 
 
 @pytest.mark.parametrize(("settings", "origins"), CORS_CASES)

@@ -6,24 +6,22 @@ asserts on what the client printed it observed (and on what the server's handler
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import trio
 from interop.harness import (
     CONNECT_TIMEOUT,
-    SERVER_MODES,
     ClientProcess,
     Seen,
+    each_server_mode,
+    node_client,
     node_command,
-    open_client,
     plain,
     serve,
-    set_server_mode,
     wire_bytes,
 )
+from interop.servers import ALL_BYTES, add_custom_namespace, echo_server, refusing_server
 
 import hub
 
@@ -35,46 +33,7 @@ SINGLE_TRANSPORTS = [
 # Short reconnection delays, so that a reconnection (or its absence) shows quickly.
 FAST_RECONNECT: dict[str, Any] = {"reconnectionDelay": 100, "reconnectionDelayMax": 200}
 
-
-@pytest.fixture(autouse=True, params=SERVER_MODES)
-def _server_mode(request: pytest.FixtureRequest) -> None:
-    """Each test runs against the native listener and against ASGI under hypercorn."""
-    set_server_mode(request.param)
-
-
-@pytest.fixture(autouse=True)
-def _require_client() -> None:
-    """Skip up front without node or socket.io-client (fail under HUB_REQUIRE_ALL=1)."""
-    node_command()
-
-
-@asynccontextmanager
-async def node_client(
-    nursery: trio.Nursery, url: str, *, name: str = "node", **options: Any
-) -> AsyncIterator[ClientProcess]:
-    async with open_client(nursery, node_command(), {"url": url, **options}, name=name) as client:
-        yield client
-
-
-def echo_server(seen: Seen, **options: Any) -> hub.Server:
-    """A server that records (dis)connections and acknowledges ``echo`` with its arguments."""
-    server = hub.Server(hub.ServerOptions(**options))
-
-    @server.on("connect")
-    def connect(socket: hub.Socket, auth: dict[str, Any]) -> None:
-        seen.add("connect", socket)
-        seen.add("auth", auth)
-
-    @server.on("echo")
-    def echo(socket: hub.Socket, *args: Any) -> tuple[Any, ...]:
-        seen.add("echo", (socket.transport, args))
-        return args
-
-    @server.on("disconnect")
-    def disconnect(socket: hub.Socket, reason: str) -> None:
-        seen.add("disconnect", (socket.id, reason))
-
-    return server
+_server_mode = each_server_mode(node_command)
 
 
 # -- transports --------------------------------------------------------------------------------
@@ -144,8 +103,6 @@ async def test_default_transports_upgrade_to_websocket(nursery: trio.Nursery) ->
 
 
 # -- binary ------------------------------------------------------------------------------------
-
-ALL_BYTES = bytes(range(256))
 
 
 @pytest.mark.parametrize("transports", SINGLE_TRANSPORTS)
@@ -273,17 +230,7 @@ async def test_server_call_times_out_when_client_does_not_answer(nursery: trio.N
 async def test_custom_namespace(nursery: trio.Nursery, transports: list[str]) -> None:
     seen = Seen()
     server = echo_server(seen)
-    custom = server.of("/custom")
-
-    @custom.on("connect")
-    def connect(socket: hub.Socket, auth: dict[str, Any]) -> None:
-        seen.add("custom-connect", socket)
-        socket.emit("where", socket.namespace.name)
-
-    @custom.on("echo")
-    def echo(socket: hub.Socket, *args: Any) -> tuple[Any, ...]:
-        seen.add("custom-echo", args)
-        return ("custom", *args)
+    add_custom_namespace(server, seen)
 
     url = await serve(nursery, server)
     async with node_client(nursery, url + "/custom", transports=transports) as client:
@@ -317,15 +264,8 @@ async def test_unknown_namespace_is_refused(nursery: trio.Nursery) -> None:
 
 @pytest.mark.parametrize("transports", SINGLE_TRANSPORTS)
 async def test_connect_refused_with_data(nursery: trio.Nursery, transports: list[str]) -> None:
-    server = hub.Server()
     attempts: list[dict[str, Any]] = []
-
-    @server.on("connect")
-    def connect(socket: hub.Socket, auth: dict[str, Any]) -> None:
-        attempts.append(auth)
-        raise hub.ConnectionRefused("Not authorized", data={"code": "X"})
-
-    url = await serve(nursery, server)
+    url = await serve(nursery, refusing_server(attempts))
     async with node_client(nursery, url, transports=transports, auth={"token": "bad"}) as client:
         error = await client.expect("connect_error", timeout=CONNECT_TIMEOUT)
         assert error["message"] == "Not authorized"

@@ -1,29 +1,27 @@
 """hub against python-socketio's ``AsyncClient`` (asyncio), run as a subprocess.
 
-Each test starts a hub server on a loopback port, drives ``tests/interop/py_client.py`` and
-asserts on what the client printed it observed (and on what the server's handlers saw).
+As in ``test_interop_node`` (and with its servers, :mod:`interop.servers`), where both clients
+must meet the same behaviour: a test asserts on what ``tests/interop/py_client.py`` printed it
+observed, and on what the server's handlers saw.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import trio
 from interop.harness import (
     CONNECT_TIMEOUT,
-    SERVER_MODES,
-    ClientProcess,
     Seen,
-    open_client,
+    each_server_mode,
     plain,
+    python_client,
     python_command,
     serve,
-    set_server_mode,
     wire_bytes,
 )
+from interop.servers import ALL_BYTES, add_custom_namespace, echo_server, refusing_server
 
 import hub
 
@@ -37,47 +35,13 @@ SINGLE_TRANSPORTS = [
     pytest.param(["polling"], id="polling"),
 ]
 
-
-@pytest.fixture(autouse=True, params=SERVER_MODES)
-def _server_mode(request: pytest.FixtureRequest) -> None:
-    """Each test runs against the native listener and against ASGI under hypercorn."""
-    set_server_mode(request.param)
+_server_mode = each_server_mode(python_command)
 
 
-@pytest.fixture(autouse=True)
-def _require_client() -> None:
-    """Skip up front without python-socketio or aiohttp (fail under HUB_REQUIRE_ALL=1)."""
-    python_command()
-
-
-@asynccontextmanager
-async def python_client(
-    nursery: trio.Nursery, url: str, **options: Any
-) -> AsyncIterator[ClientProcess]:
-    async with open_client(
-        nursery, python_command(), {"url": url, **options}, name="python-socketio"
-    ) as client:
-        yield client
-
-
-def echo_server(seen: Seen) -> hub.Server:
-    """A server that records connections, greets them, and echoes ``echo`` as its ack."""
-    server = hub.Server()
-
-    @server.on("connect")
-    def connect(socket: hub.Socket, auth: dict[str, Any]) -> None:
-        seen.add("connect", socket)
-        seen.add("auth", auth)
-        socket.emit("welcome", {"sid": socket.id})
-
-    @server.on("echo")
-    def echo(socket: hub.Socket, *args: Any) -> tuple[Any, ...]:
-        seen.add("echo", (socket.transport, args))
-        return args
-
-    @server.on("disconnect")
-    def disconnect(socket: hub.Socket, reason: str) -> None:
-        seen.add("disconnect", (socket.id, reason))
+def greeting_server(seen: Seen) -> hub.Server:
+    """The echo server that greets each connection (``welcome``), and acknowledges ``sum``
+    with the sum of its two arguments."""
+    server = echo_server(seen, welcome=True)
 
     @server.on("sum")
     def add(socket: hub.Socket, a: int, b: int) -> int:
@@ -91,7 +55,7 @@ async def test_connect_emit_and_acks(
     nursery: trio.Nursery, transports: list[str] | None, final: str
 ) -> None:
     seen = Seen()
-    url = await serve(nursery, echo_server(seen))
+    url = await serve(nursery, greeting_server(seen))
     async with python_client(nursery, url, transports=transports, auth={"token": "abc"}) as client:
         connected = await client.expect("connect", timeout=CONNECT_TIMEOUT)
         (socket,) = await seen.wait("connect")
@@ -142,13 +106,10 @@ async def test_connect_emit_and_acks(
         assert await client.wait_exit() == 0
 
 
-ALL_BYTES = bytes(range(256))
-
-
 @pytest.mark.parametrize("transports", SINGLE_TRANSPORTS)
 async def test_binary_round_trip(nursery: trio.Nursery, transports: list[str]) -> None:
     seen = Seen()
-    server = echo_server(seen)
+    server = greeting_server(seen)
 
     @server.on("send-binary")
     def send_binary(socket: hub.Socket) -> None:
@@ -177,17 +138,8 @@ async def test_binary_round_trip(nursery: trio.Nursery, transports: list[str]) -
 @pytest.mark.parametrize("transports", SINGLE_TRANSPORTS)
 async def test_custom_namespace(nursery: trio.Nursery, transports: list[str]) -> None:
     seen = Seen()
-    server = echo_server(seen)
-    custom = server.of("/custom")
-
-    @custom.on("connect")
-    def connect(socket: hub.Socket, auth: dict[str, Any]) -> None:
-        seen.add("custom-connect", socket)
-        socket.emit("where", socket.namespace.name)
-
-    @custom.on("echo")
-    def echo(socket: hub.Socket, *args: Any) -> tuple[Any, ...]:
-        return ("custom", *args)
+    server = greeting_server(seen)
+    add_custom_namespace(server, seen)
 
     url = await serve(nursery, server)
     async with python_client(nursery, url, namespace="/custom", transports=transports) as client:
@@ -202,7 +154,7 @@ async def test_custom_namespace(nursery: trio.Nursery, transports: list[str]) ->
 
 async def test_unknown_namespace_is_refused(nursery: trio.Nursery) -> None:
     seen = Seen()
-    url = await serve(nursery, echo_server(seen))
+    url = await serve(nursery, greeting_server(seen))
     async with python_client(nursery, url, namespace="/nope", transports=["websocket"]) as client:
         error = await client.expect("connect_error", timeout=CONNECT_TIMEOUT)
         assert error["args"] == [{"message": "Invalid namespace"}]
@@ -213,15 +165,8 @@ async def test_unknown_namespace_is_refused(nursery: trio.Nursery) -> None:
 
 @pytest.mark.parametrize("transports", SINGLE_TRANSPORTS)
 async def test_connect_refused_with_data(nursery: trio.Nursery, transports: list[str]) -> None:
-    server = hub.Server()
     attempts: list[dict[str, Any]] = []
-
-    @server.on("connect")
-    def connect(socket: hub.Socket, auth: dict[str, Any]) -> None:
-        attempts.append(auth)
-        raise hub.ConnectionRefused("Not authorized", data={"code": "X"})
-
-    url = await serve(nursery, server)
+    url = await serve(nursery, refusing_server(attempts))
     async with python_client(nursery, url, transports=transports, auth={"token": "bad"}) as client:
         # python-socketio passes the CONNECT_ERROR payload to connect_error, then raises.
         error = await client.expect("connect_error", timeout=CONNECT_TIMEOUT)

@@ -59,6 +59,7 @@ from interop.harness import (
     node_command,
     open_client,
 )
+from support.hubs import hub_settings, websocket_handshake
 from support.sio import SID, RawSio
 from test_app_logs import HubProcess, restore_logging
 from test_hub_clients import (  # the hub, its store and clients, shared with the client tests
@@ -69,8 +70,8 @@ from test_hub_clients import (  # the hub, its store and clients, shared with th
 )
 
 from hub.app.auth import MAX_TOKEN_LENGTH, AuthSettings
-from hub.app.config import Config, Environment
-from hub.app.hub import Hub, HubAddresses
+from hub.app.config import Environment
+from hub.app.hub import Hub
 from hub.app.logs import configure_for
 from hub.app.status import install_tools
 from hub.app.store import SQLiteStore
@@ -242,24 +243,17 @@ async def launch(
 ) -> Running:
     """A hub on a free loopback port: HS256 with :data:`SECRET`, issuer and audience checked,
     recovery off; ``auth`` replaces its token settings, ``prepare`` runs before it serves."""
-    options: Record = {
-        "port": 0,
-        "jwt_secret": SECRET,
-        "jwt_issuer": ISSUER,
-        "jwt_audience": AUDIENCE,
-        "emit_token": EMIT_TOKEN,
-        "ping_interval": 5,
-        "ping_timeout": 10,
-        "recovery_seconds": 0,
-        **settings,
-    }
-    hub = Hub(Config(**options).check(), store)
-    if auth is not None:
-        hub.auth = auth
-    if prepare is not None:
-        prepare(hub)
-    addresses: HubAddresses = await nursery.start(hub.serve)
-    return Running(hub, addresses)
+    checked = {"jwt_issuer": ISSUER, "jwt_audience": AUDIENCE}
+    heartbeat = {"ping_interval": 5, "ping_timeout": 10}
+    options = hub_settings(SECRET, EMIT_TOKEN, checked, heartbeat, settings)
+
+    def ready(hub: Hub) -> None:
+        if auth is not None:
+            hub.auth = auth
+        if prepare is not None:
+            prepare(hub)
+
+    return await Running.start(nursery, store, options, prepare=ready)
 
 
 def socket_count(running: Running) -> int:
@@ -920,16 +914,22 @@ ADMIN_ENVIRON = {
 }
 
 
-async def test_the_admin_and_status_namespaces_need_the_admin_credentials(
-    nursery: trio.Nursery, store: SQLiteStore
-) -> None:
-    running = await launch(
+async def launch_in_production(nursery: trio.Nursery, store: SQLiteStore) -> Running:
+    """A production hub that allows :data:`APP_ORIGIN` only, with the Admin UI and the status
+    page of :data:`ADMIN_ENVIRON`."""
+    return await launch(
         nursery,
         store,
         env=Environment.PRODUCTION,
         allowed_origins=(APP_ORIGIN,),
         prepare=lambda hub: install_tools(hub, ADMIN_ENVIRON),
     )
+
+
+async def test_the_admin_and_status_namespaces_need_the_admin_credentials(
+    nursery: trio.Nursery, store: SQLiteStore
+) -> None:
+    running = await launch_in_production(nursery, store)
     user_token = hs_token("alice", int(time.time()))
     wrong: dict[str, tuple[Record, str]] = {
         "nothing": ({}, "CREDENTIALS_REQUIRED"),
@@ -1020,31 +1020,10 @@ def no_cors(response: httpx.Response) -> bool:
     return not any(name in response.headers for name in CORS_HEADERS)
 
 
-async def websocket_status(url: str, origin: str, sid: str | None = None) -> int:
-    """The status of a WebSocket handshake with ``Origin`` (101 when accepted)."""
-    target = url.replace("http://", "ws://", 1) + "/socket.io/?EIO=4&transport=websocket"
-    if sid is not None:
-        target += f"&sid={sid}"
-    with trio.fail_after(STEP_TIMEOUT):
-        try:
-            async with trio_websocket.open_websocket_url(
-                target, extra_headers=[(b"origin", origin.encode())]
-            ):
-                return 101
-        except trio_websocket.ConnectionRejected as exc:
-            return exc.status_code
-
-
 async def test_foreign_origins_are_refused_and_read_nothing_in_production(
     nursery: trio.Nursery, store: SQLiteStore
 ) -> None:
-    running = await launch(
-        nursery,
-        store,
-        env=Environment.PRODUCTION,
-        allowed_origins=(APP_ORIGIN,),
-        prepare=lambda hub: install_tools(hub, ADMIN_ENVIRON),
-    )
+    running = await launch_in_production(nursery, store)
     url = running.url
     endpoint = url + "/socket.io/?EIO=4&transport=polling"
     token = hs_token("alice", int(time.time()))
@@ -1082,8 +1061,8 @@ async def test_foreign_origins_are_refused_and_read_nothing_in_production(
                 response = await http.request(method, target, headers=headers, content=content)
                 results[origin, what] = response.status_code
                 cors_free[origin, what] = no_cors(response)
-            results[origin, "websocket"] = await websocket_status(url, origin)
-            results[origin, "upgrade of the session"] = await websocket_status(url, origin, sid)
+            results[origin, "websocket"] = await websocket_handshake(url, origin)
+            results[origin, "upgrade of the session"] = await websocket_handshake(url, origin, sid)
         # The session lost nothing to them: the event waits for its own origin's poll.
         polled = await http.get(session, headers=mine)
 

@@ -7,21 +7,18 @@ missed, in order; past that duration, or after a final disconnect, it starts afr
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import trio
 from interop.harness import (
     CONNECT_TIMEOUT,
-    SERVER_MODES,
     ClientProcess,
     Seen,
+    each_server_mode,
+    node_client,
     node_command,
-    open_client,
     serve,
-    set_server_mode,
 )
 
 import hub
@@ -32,23 +29,7 @@ TRANSPORTS = [
     pytest.param(["polling"], id="polling"),
 ]
 
-
-@pytest.fixture(autouse=True, params=SERVER_MODES)
-def _server_mode(request: pytest.FixtureRequest) -> None:
-    set_server_mode(request.param)
-
-
-@pytest.fixture(autouse=True)
-def _require_client() -> None:
-    node_command()
-
-
-@asynccontextmanager
-async def node_client(
-    nursery: trio.Nursery, url: str, **options: Any
-) -> AsyncIterator[ClientProcess]:
-    async with open_client(nursery, node_command(), {"url": url, **options}) as client:
-        yield client
+_server_mode = each_server_mode(node_command)
 
 
 def recovering_server(seen: Seen, **recovery: Any) -> hub.Server:
@@ -162,7 +143,11 @@ async def test_past_the_maximum_duration_the_client_starts_afresh(nursery: trio.
     seen = Seen()
     server = recovering_server(seen, max_disconnection_duration=0.3)
     url = await serve(nursery, server)
-    slow = {"reconnectionDelay": 800, "reconnectionDelayMax": 800, "randomizationFactor": 0}
+    slow: dict[str, Any] = {
+        "reconnectionDelay": 800,
+        "reconnectionDelayMax": 800,
+        "randomizationFactor": 0,
+    }
     async with node_client(nursery, url, transports=["websocket"], **slow) as client:
         first = (await seen.wait("connect"))[0]
         server.to("news").emit("news", 1)

@@ -7,6 +7,8 @@ what the application's handlers were given.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -669,6 +671,17 @@ async def test_emit_to_an_unknown_namespace_does_not_create_it(nursery: trio.Nur
 # --- the Engine.IO endpoint of the server ----------------------------------------------------
 
 
+@asynccontextmanager
+async def connected_over_polling(address: str) -> AsyncIterator[Poller]:
+    """A Socket.IO client on HTTP long-polling, connected to ``/`` of the server at ``address``."""
+    async with httpx.AsyncClient(base_url=f"http://{address}") as http:
+        poller = Poller(http, "/socket.io/")
+        await poller.handshake()
+        assert (await poller.post("40")).text == "ok"
+        assert (await poller.get()).text.startswith("40{")
+        yield poller
+
+
 async def test_connect_timeout_over_polling(nursery: trio.Nursery) -> None:
     server = Server(ServerOptions(ping_interval=10, ping_timeout=5, connect_timeout=0.2))
     address = await start_server(nursery, server)
@@ -684,11 +697,7 @@ async def test_connect_timeout_over_polling(nursery: trio.Nursery) -> None:
 async def test_malformed_packet_over_polling_closes(nursery: trio.Nursery) -> None:
     server, _, disconnects = server_with_record()
     address = await start_server(nursery, server)
-    async with httpx.AsyncClient(base_url=f"http://{address}") as http:
-        poller = Poller(http, "/socket.io/")
-        await poller.handshake()
-        assert (await poller.post("40")).text == "ok"
-        assert (await poller.get()).text.startswith("40{")
+    async with connected_over_polling(address) as poller:
         await poller.post('42{}\x1e42["sum",1]')
         # The close packet is the last thing the client gets; the event after it is dropped.
         assert (await poller.get()).text == "1"
@@ -699,11 +708,7 @@ async def test_malformed_packet_over_polling_closes(nursery: trio.Nursery) -> No
 async def test_client_close_over_polling(nursery: trio.Nursery) -> None:
     server, _, disconnects = server_with_record()
     address = await start_server(nursery, server)
-    async with httpx.AsyncClient(base_url=f"http://{address}") as http:
-        poller = Poller(http, "/socket.io/")
-        await poller.handshake()
-        assert (await poller.post("40")).text == "ok"
-        assert (await poller.get()).text.startswith("40{")
+    async with connected_over_polling(address) as poller:
         assert (await poller.post("1")).text == "ok"
         assert await disconnects.wait_for(1) == [("/", "transport close")]
 

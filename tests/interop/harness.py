@@ -21,8 +21,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, NoReturn, cast
 
@@ -38,9 +38,12 @@ __all__ = [
     "STEP_TIMEOUT",
     "ClientProcess",
     "Seen",
+    "each_server_mode",
+    "node_client",
     "node_command",
     "open_client",
     "plain",
+    "python_client",
     "python_command",
     "serve",
     "wire_bytes",
@@ -102,6 +105,22 @@ class _Mode:
 
 def set_server_mode(mode: str) -> None:
     _Mode.current = mode
+
+
+def each_server_mode(command: Callable[[], list[str]]) -> object:
+    """An autouse fixture for a module of interop tests, bound to a name of the module there.
+
+    Each test is skipped up front when ``command`` (:func:`node_command`,
+    :func:`python_command`) cannot run (it fails under ``HUB_REQUIRE_ALL=1``), then runs against
+    the native listener and against ASGI under hypercorn (see :func:`serve`).
+    """
+
+    @pytest.fixture(autouse=True, params=SERVER_MODES)
+    def server_mode(request: pytest.FixtureRequest) -> None:
+        command()
+        set_server_mode(request.param)
+
+    return server_mode
 
 
 async def serve(nursery: trio.Nursery, server: hub.Server) -> str:
@@ -313,3 +332,17 @@ async def open_client(
             if process.returncode is None:
                 process.kill()
                 await process.wait()
+
+
+def node_client(
+    nursery: trio.Nursery, url: str, *, name: str = "node", **options: Any
+) -> AbstractAsyncContextManager[ClientProcess]:
+    """:func:`open_client` with ``socket.io-client`` in Node, on ``url`` with ``options``."""
+    return open_client(nursery, node_command(), {"url": url, **options}, name=name)
+
+
+def python_client(
+    nursery: trio.Nursery, url: str, **options: Any
+) -> AbstractAsyncContextManager[ClientProcess]:
+    """:func:`open_client` with python-socketio's ``AsyncClient``, on ``url`` with ``options``."""
+    return open_client(nursery, python_command(), {"url": url, **options}, name="python-socketio")

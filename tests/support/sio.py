@@ -6,13 +6,14 @@ import json
 import re
 from typing import Any
 
+import attrs
 import trio
 import trio_websocket
 
 from hub.server import Server
 from support.wire import WAIT, closed_code, connect_ws, receive
 
-__all__ = ["SID", "RawSio", "start_server"]
+__all__ = ["SID", "RawSio", "Tab", "start_server"]
 
 SID = re.compile(r'\{"sid":"[A-Za-z0-9_-]+"(,"pid":"[A-Za-z0-9_-]+")?\}')
 """The payload of the server's CONNECT (with connection state recovery on, a ``pid`` too)."""
@@ -41,12 +42,17 @@ class RawSio:
 
     @classmethod
     async def connected(
-        cls, nursery: trio.Nursery, address: str, namespace: str = "/"
+        cls,
+        nursery: trio.Nursery,
+        address: str,
+        namespace: str = "/",
+        auth: dict[str, Any] | None = None,
     ) -> tuple[RawSio, str]:
-        """Open a session and CONNECT to ``namespace``; returns the client and its socket id."""
+        """Open a session and CONNECT to ``namespace`` (with ``auth``, if any); returns the
+        client and its socket id."""
         client = await cls.open(nursery, address)
         prefix = "" if namespace == "/" else namespace + ","
-        await client.send(f"40{prefix}")
+        await client.send(f"40{prefix}" + ("" if auth is None else json.dumps(auth)))
         answer = await client.receive_text()
         assert answer.startswith(f"40{prefix}"), answer
         assert SID.fullmatch(answer[len(prefix) + 2 :]), answer
@@ -76,3 +82,27 @@ class RawSio:
 
     async def aclose(self) -> None:
         await self.ws.aclose()
+
+
+@attrs.frozen
+class Tab:
+    """One raw Socket.IO client of a hub user, connected to ``/`` with its token."""
+
+    client: RawSio
+    sid: str
+
+    @classmethod
+    async def open(cls, nursery: trio.Nursery, address: str, token: str) -> Tab:
+        client, sid = await RawSio.connected(nursery, address, auth={"token": token})
+        return cls(client, sid)
+
+    async def frame(self) -> str:
+        return await self.client.receive_text()
+
+    async def event(self) -> tuple[str, Any]:
+        """The next frame, which must be an EVENT: its name and its one argument."""
+        message = await self.frame()
+        assert message.startswith("42["), message
+        name, data = json.loads(message[2:])
+        assert isinstance(name, str)
+        return name, data
