@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from interop.harness import CONNECT_TIMEOUT, ClientProcess, node_command, open_client
+from interop.harness import CONNECT_TIMEOUT, ClientProcess, node_client, node_command
 from support.redis_server import RedisServer, free_port, redis_server
 from support.sio import RawSio
 
@@ -160,14 +160,6 @@ async def start_node(nursery: trio.Nursery, redis_url: str) -> Node:
     assert server.cluster is not None
     assert await server.cluster.wait_connected(CONNECT_TIMEOUT)
     return Node(server, sessions, port)
-
-
-@asynccontextmanager
-async def node_client(
-    nursery: trio.Nursery, url: str, **options: Any
-) -> AsyncIterator[ClientProcess]:
-    async with open_client(nursery, node_command(), {"url": url, **options}) as client:
-        yield client
 
 
 def notes(client: ClientProcess) -> list[Any]:
