@@ -30,7 +30,7 @@ from hub.engineio.session import Incoming, Session, SessionOptions, State, Trans
 from hub.errors import EngineErrorCode, EngineIOError
 from hub.transport.admission import Admission, AdmissionOptions
 from hub.transport.counters import TransportStats
-from hub.transport.http import Request, Response, WebSocket, WebSocketClosed
+from hub.transport.http import HELD, HeldAnswer, Request, Response, WebSocket, WebSocketClosed
 from hub.transport.timers import Timers
 
 __all__ = ["Alarm", "Cors", "EngineHandler", "EngineOptions", "EngineServer", "EngineSocket"]
@@ -41,6 +41,9 @@ _PING = Outgoing(Packet(PacketType.PING))
 _NOOP = Outgoing(Packet(PacketType.NOOP))
 _CLOSE = Outgoing(Packet(PacketType.CLOSE))
 _PROBE_REPLY = Outgoing(Packet(PacketType.PONG, "probe"))
+_TEXT = ("Content-Type", "text/plain; charset=UTF-8")
+# Held GETs answered in one step of the endpoint's answering task before it lets others run.
+_ANSWER_SLICE = 256
 
 
 @attrs.frozen
@@ -135,12 +138,15 @@ class EngineSocket:
     __slots__ = (
         "_alarm",
         "_alarms",
+        "_answer_due",
         "_changed",
         "_closing",
         "_ended",
         "_ended_event",
         "_handler_closed",
         "_handler_event",
+        "_held",
+        "_held_headers",
         "_inline",
         "_probe_ws",
         "_server",
@@ -165,6 +171,12 @@ class EngineSocket:
         self._ws: WebSocket | None = None
         self._probe_ws: WebSocket | None = None
         self._changed: trio.Event | None = None  # set (and dropped) at the next change
+        # The GET waiting for something to carry, and the headers of its answer (CORS). A
+        # change of the session puts the socket on the endpoint's list of answers due
+        # (``_answer_due``), answered in the endpoint's next step.
+        self._held: HeldAnswer | None = None
+        self._held_headers: tuple[tuple[str, str], ...] = ()
+        self._answer_due = False
         self._ended = False
         self._ended_event: trio.Event | None = None  # set when the session ends
         # The session runs in its WebSocket connection's task (``handle_websocket``): at its
@@ -283,6 +295,36 @@ class EngineSocket:
         if changed is not None:
             self._changed = None
             changed.set()
+        if self._held is not None and not self._answer_due:
+            self._answer_due = True
+            self._server._answer_soon(self)
+
+    def _hold(self, held: HeldAnswer, headers: tuple[tuple[str, str], ...]) -> None:
+        """Keep the GET ``held`` until the session has something for it (:meth:`_answer`)."""
+        self._held = held
+        self._held_headers = headers
+        held.on_hang_up = self._hung_up
+
+    def _hung_up(self) -> None:
+        # engine.io: a polling request closed before its answer is a "transport close"
+        # ("poll connection closed prematurely").
+        self._held = None
+        self._end("transport close")
+        self.session.end_poll()
+
+    def _answer(self) -> None:
+        """Answer the held GET with what the session has for it, if anything (called by the
+        endpoint, a step after the change: what one step queues leaves in one answer)."""
+        self._answer_due = False
+        held = self._held
+        if held is None:
+            return
+        body = self._server._poll_body(self)
+        if body is None:
+            return
+        self._held = None
+        self.session.end_poll()
+        held.send(Response(200, (_TEXT, *self._held_headers), body.encode()))
 
     def _next_change(self) -> trio.Event:
         """An event set at the next change of the session (a packet queued, its end...)."""
@@ -479,6 +521,10 @@ class EngineServer:
         self.stats = TransportStats()
         self._nursery: trio.Nursery | None = None
         self._timers = Timers()
+        # Sockets whose held GET may have its answer now, and what wakes the task answering
+        # them (``_answer_held``) when the list stops being empty.
+        self._due: list[EngineSocket] = []
+        self._due_event = trio.Event()
         # Sessions that the client closed over polling while no GET was waiting, with the time
         # until which the GET it has in flight is answered "6" (noop) rather than refused.
         self._closed_by_client: dict[str, float] = {}
@@ -494,6 +540,7 @@ class EngineServer:
         """Own the sessions until cancelled; closing ends every session."""
         async with trio.open_nursery() as nursery:
             await nursery.start(self._timers.run)
+            nursery.start_soon(self._answer_held)
             self._nursery = nursery
             task_status.started()
             await trio.sleep_forever()
@@ -516,6 +563,35 @@ class EngineServer:
             while self.sockets:
                 await trio.sleep(0.02)
         return not self.sockets
+
+    def _answer_soon(self, socket: EngineSocket) -> None:
+        if not self._due:
+            self._due_event.set()
+        self._due.append(socket)
+
+    async def _answer_held(self) -> None:
+        """Answer the held GETs whose sessions changed, in the step after the change.
+
+        One task for the endpoint, woken once however many GETs are due: a broadcast to a room
+        of long-polling clients costs no task switch per member, and everything queued within
+        one step (the echoes of one POST, a handler's emits) leaves in one answer. A long list
+        is answered in slices, so others run in between; the order of the list is kept.
+        """
+        while True:
+            await self._due_event.wait()
+            self._due_event = trio.Event()
+            due, self._due = self._due, []
+            for start in range(0, len(due), _ANSWER_SLICE):
+                if start:
+                    await trio.lowlevel.checkpoint()
+                for socket in due[start : start + _ANSWER_SLICE]:
+                    try:
+                        socket._answer()
+                    except Exception:
+                        # A bug in writing one answer ends that session, not the endpoint.
+                        log.exception("session %s: answering its GET failed", socket.sid)
+                        socket._held = None
+                        socket._end("server error")
 
     def _forget(self, socket: EngineSocket) -> None:
         if self.sockets.get(socket.sid) is socket:
@@ -615,14 +691,16 @@ class EngineServer:
                 return Response.text(200, "6", cors)
             return _error(EngineErrorCode.UNKNOWN_SID).with_headers(cors)
         if request.method == "GET":
-            response = await self._poll(socket_or_none, request)
-        elif request.method == "POST":
+            return await self._poll(socket_or_none, request, cors)
+        if request.method == "POST":
             response = self._post(socket_or_none, request)
         else:
             response = _error(EngineErrorCode.BAD_REQUEST, "method not allowed")
         return response.with_headers(cors)
 
-    async def _poll(self, socket: EngineSocket, request: Request) -> Response:
+    async def _poll(
+        self, socket: EngineSocket, request: Request, cors: tuple[tuple[str, str], ...]
+    ) -> Response:
         session = socket.session
         try:
             session.begin_poll()
@@ -630,45 +708,67 @@ class EngineServer:
             if session.closed:
                 log.info("session %s: %s", socket.sid, exc.message)
                 socket._end(session.close_reason or "transport error")
-            return _error_of(exc)
+            return _error_of(exc).with_headers(cors)
+        held: HeldAnswer | None = None
+        kept = False  # the server holds the GET: its answer ends the poll
         try:
             if session.state is State.UPGRADING:
                 # A GET that arrives between the probe and the upgrade is held for up to one
-                # check interval (engine.io's is 100 ms): if the upgrade completes meanwhile, the
-                # GET is refused like any after the upgrade; otherwise it gets a noop.
+                # check interval (engine.io's is 100 ms): if the upgrade completes meanwhile,
+                # the GET is refused like any after the upgrade; otherwise it gets a noop.
                 with trio.move_on_after(0.1):
                     while session.state is State.UPGRADING:
                         await socket._next_change().wait()
                 if session.transport is Transport.WEBSOCKET:
-                    return _error(EngineErrorCode.BAD_REQUEST, "session upgraded")
-            while True:
-                if session.closed:
-                    # The client's own close is answered with a noop; ours with a close packet.
-                    closer = "6" if session.close_reason == "transport close" else "1"
-                    return Response.text(200, closer)
-                if session.state is State.UPGRADING or session.transport is Transport.WEBSOCKET:
-                    return Response.text(200, "6")
-                if session.has_queued:
-                    items = session.take()
-                    return Response.text(200, "\x1e".join(i.polling_item for i in items))
-                if socket._closing is not None:
-                    socket._end(socket._closing)
-                    return Response.text(200, "1")
-                changed = socket._next_change()
-                async with trio.open_nursery() as nursery:
+                    return _error(EngineErrorCode.BAD_REQUEST, "session upgraded").with_headers(
+                        cors
+                    )
+            body = self._poll_body(socket)
+            if body is not None:
+                return Response(200, (_TEXT, *cors), body.encode())
+            held = request.hold()
+            if held is not None:
+                # Nothing to send yet: the endpoint's answering task sends the answer; the
+                # connection's task watches for a hang-up meanwhile.
+                socket._hold(held, cors)
+                kept = True
+                return HELD
+            # A server that cannot hold the request (ASGI): this task waits for the answer,
+            # and a task of its own watches for the peer to hang up.
+            held = HeldAnswer()
+            socket._hold(held, cors)
+            async with trio.open_nursery() as nursery:
 
-                    async def wait_disconnect(nursery: trio.Nursery = nursery) -> None:
-                        await request.disconnected.wait()
-                        nursery.cancel_scope.cancel()
+                async def watch_peer(held: HeldAnswer = held) -> None:
+                    await request.disconnected.wait()
+                    held.hang_up()
 
-                    nursery.start_soon(wait_disconnect)
-                    await changed.wait()
-                    nursery.cancel_scope.cancel()
-                if request.disconnected.is_set():
-                    socket._end("transport close")
-                    return Response.text(200, "6")
+                nursery.start_soon(watch_peer)
+                response = await held.wait()
+                nursery.cancel_scope.cancel()
+            return response or Response(200, (_TEXT, *cors), b"6")
         finally:
-            session.end_poll()
+            if not kept and (held is None or not held.done):
+                if held is not None and socket._held is held:
+                    socket._held = None  # cancelled while waiting
+                session.end_poll()
+
+    def _poll_body(self, socket: EngineSocket) -> str | None:
+        """What a GET of ``socket`` carries now (an Engine.IO v4 payload), or None when it must
+        wait for something to carry."""
+        session = socket.session
+        if session.closed:
+            # The client's own close is answered with a noop; ours with a close packet.
+            return "6" if session.close_reason == "transport close" else "1"
+        if session.state is State.UPGRADING or session.transport is Transport.WEBSOCKET:
+            return "6"
+        if session.has_queued:
+            # "the packets are concatenated with the record separator"; all that is queued.
+            return "\x1e".join([item.polling_item for item in session.take()])
+        if socket._closing is not None:
+            socket._end(socket._closing)
+            return "1"
+        return None
 
     def _post(self, socket: EngineSocket, request: Request) -> Response:
         session = socket.session

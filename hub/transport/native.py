@@ -4,6 +4,12 @@
 HTTP/1.1 or WebSocket reader that the connection's task runs). Resources and errors, in the
 manner of ``trio.serve_listeners``: a connection's failure ends that connection only, with one
 log line; the listener socket is closed when :func:`serve` is cancelled.
+
+A long-poll costs no task of its own: a handler holds the request (:meth:`Request.hold`) and
+sends the answer later, written at once by whoever sends it, while the connection's task reads
+what the peer sends next (its end of stream is a hang-up; once the answer is out, the next
+request). The common requests of a Socket.IO client are read and answered without h11
+(:func:`~hub.transport.http.parse_request_head`); h11 reads any other.
 """
 
 from __future__ import annotations
@@ -11,9 +17,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import math
 import socket
 from collections.abc import Callable
-from http import HTTPStatus
 from typing import Any, NoReturn
 
 import attrs
@@ -23,7 +29,17 @@ import trio
 from hub.engineio.outgoing import Outgoing, encode_frame
 from hub.transport.counters import TransportStats
 from hub.transport.frames import Close, FrameError, FrameReader, Ping
-from hub.transport.http import App, Request, Response, WebSocketClosed
+from hub.transport.http import (
+    HELD,
+    App,
+    HeldAnswer,
+    Request,
+    Response,
+    WebSocketClosed,
+    encode_response,
+    parse_request_head,
+    reason_phrase,
+)
 from hub.transport.stream import RawStream, StreamClosed
 
 __all__ = ["Limits", "NativeWebSocket", "open_listener", "serve", "serve_listener"]
@@ -180,25 +196,46 @@ async def _serve_connection(app: App, stream: RawStream, limits: Limits) -> None
 
 
 class _HttpConnection:
-    """HTTP/1.1 with keep-alive on one stream; hands WebSocket upgrades to the app."""
+    """HTTP/1.1 with keep-alive on one stream; hands WebSocket upgrades to the app.
+
+    Requests are read by the lean reader of :func:`~hub.transport.http.parse_request_head`
+    while they are the common ones; from the first request it leaves to h11, h11 reads every
+    request of the connection.
+    """
 
     def __init__(self, app: App, stream: RawStream, limits: Limits) -> None:
         self.app = app
         self.stream = stream
         self.limits = limits
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+        self._h11: h11.Connection | None = None
         self.pending = b""
+        self.answered = False  # the lean path: the current request has its answer
         self.upgrade: tuple[Request, bytes] | None = None
+        # The answer a handler holds (a long-poll), and the scope of the task's wait for it.
+        self.held: HeldAnswer | None = None
+        self.held_scope: trio.CancelScope | None = None
+        self.must_close = False
+
+    @property
+    def parser(self) -> h11.Connection:
+        """The h11 state of the connection, made when a request needs it."""
+        if self._h11 is None:
+            self._h11 = h11.Connection(
+                h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes
+            )
+        return self._h11
 
     async def _next_event(self) -> Any:
         while True:
             try:
-                event = self.h11.next_event()
+                event = self.parser.next_event()
             except h11.RemoteProtocolError as exc:
                 # h11's message quotes what the client sent (a token in a URL, say): neither
                 # the answer nor the log repeats it.
                 status = exc.error_status_hint
-                self._send_error(status, _reason(status).decode("ascii").lower() or "bad request")
+                self._send_error(
+                    status, reason_phrase(status).decode("ascii").lower() or "bad request"
+                )
                 return None
             if event is not h11.NEED_DATA:
                 return event
@@ -206,7 +243,7 @@ class _HttpConnection:
                 data, self.pending = self.pending, b""
             else:
                 data = await self.stream.receive_some()
-            self.h11.receive_data(data)
+            self.parser.receive_data(data)
 
     async def run(self) -> tuple[Request, bytes] | None:
         """Answer requests until the connection must end.
@@ -219,16 +256,71 @@ class _HttpConnection:
         while True:
             timeout = self.limits.header_timeout if first else self.limits.keepalive_timeout
             first = False
+            if self._h11 is None:
+                ends = await self._lean_request(timeout)
+                if ends is not None:
+                    if ends:
+                        return None
+                    continue
             with trio.move_on_after(timeout) as scope:
                 event = await self._next_event()
             if scope.cancelled_caught:
-                if self.h11.their_state is h11.SEND_BODY or self.pending:
+                if self.parser.their_state is h11.SEND_BODY or self.pending:
                     self._send_error(408, "request timeout")
                 return None  # idle past the keep-alive timeout, or slow to send the head
             if not isinstance(event, h11.Request):
                 return None
             if await self._handle(event):
                 return self.upgrade
+
+    async def _lean_request(self, timeout: float) -> bool | None:
+        """Read and answer one request on the lean path.
+
+        Returns:
+            True when the connection must end, False for the next request, None when the
+            request is h11's to read (then :attr:`parser` reads it from :attr:`pending`).
+        """
+        limit = self.limits.max_header_bytes
+        self.answered = False
+        end = self.pending.find(b"\r\n\r\n")
+        if end < 0:
+            with trio.move_on_after(timeout) as scope:
+                while end < 0:
+                    pending = self.pending
+                    # A blank line of bare LFs (which h11 accepts), or a head over the limit.
+                    if len(pending) > limit or b"\n\n" in pending or b"\n\r\n" in pending:
+                        return None
+                    data = await self.stream.receive_some()
+                    if not data:
+                        return True
+                    self.pending += data
+                    end = self.pending.find(b"\r\n\r\n", max(0, len(pending) - 3))
+            if scope.cancelled_caught:
+                if self.pending:
+                    self._send_error(408, "request timeout")
+                return True  # idle past the keep-alive timeout, or slow to send the head
+        parsed = parse_request_head(self.pending[:end]) if end <= limit else None
+        if parsed is None or parsed.content_length > self.limits.max_body_bytes:
+            return None
+        start = end + 4
+        stop = start + parsed.content_length
+        if len(self.pending) < stop:
+            with trio.move_on_after(self.limits.body_timeout) as scope:
+                while len(self.pending) < stop:
+                    data = await self.stream.receive_some()
+                    if not data:
+                        return True
+                    self.pending += data
+            if scope.cancelled_caught:
+                # A declared body that does not come would hold the connection open for good.
+                self._send_error(408, "request timeout")
+                return True
+        body = self.pending[start:stop]
+        self.pending = self.pending[stop:]
+        request = Request.build(
+            parsed.method, parsed.target, parsed.headers, body=body, client=self.stream.peer
+        )
+        return await self._dispatch(request)
 
     async def _handle(self, head: h11.Request) -> bool:
         """Answer one request. Returns True when the connection must end (or is upgraded:
@@ -245,9 +337,9 @@ class _HttpConnection:
         if _is_websocket_upgrade(request):
             with trio.move_on_after(self.limits.body_timeout):
                 await self._read_body(limit=0)
-            if self.h11.their_state is not h11.MIGHT_SWITCH_PROTOCOL:  # type: ignore[attr-defined]
+            if self.parser.their_state is not h11.MIGHT_SWITCH_PROTOCOL:  # type: ignore[attr-defined]
                 return True
-            trailing, _ = self.h11.trailing_data
+            trailing, _ = self.parser.trailing_data
             self.upgrade = (request, trailing)
             return True
         with trio.move_on_after(self.limits.body_timeout) as scope:
@@ -257,49 +349,117 @@ class _HttpConnection:
             self._send_error(408, "request timeout")
             return True
         if body is None:
-            if self.h11.their_state is h11.ERROR or self.h11.our_state is not h11.SEND_RESPONSE:
+            if (
+                self.parser.their_state is h11.ERROR
+                or self.parser.our_state is not h11.SEND_RESPONSE
+            ):
                 return True
             if not getattr(self.app, "handles_body_too_large", False):
                 self._send_error(413, "request body too large")
                 return True
             request.body_too_large = True
-            self._send((await self._answer(request)).with_headers((("Connection", "close"),)))
+            response = await self.app.handle_http(request)
+            self._send(response.with_headers((("Connection", "close"),)))
             return True
         request.body = body
-        response = await self._answer(request)
+        return await self._dispatch(request)
+
+    async def _dispatch(self, request: Request) -> bool:
+        """Hand a request, body read, to the app and write its answer (or wait for it). Returns
+        True when the connection must end."""
+        if request.method == "GET":
+            request.holder = self._hold
+        response = await self.app.handle_http(request)
+        if response is HELD:
+            return await self._wait_held()
         if self.stream.closed:
             return True
-        self._send(response, head=method == "HEAD")
-        if self.h11.our_state is h11.MUST_CLOSE or self.h11.their_state is h11.MUST_CLOSE:
+        return self._respond(response, head=request.method == "HEAD")
+
+    def _respond(self, response: Response, *, head: bool = False) -> bool:
+        """Write the answer and make ready for the next request. Returns True when the
+        connection must end."""
+        if self._h11 is None:
+            # The lean path: the connection stays open unless the answer says it closes
+            # (h11's rule for a kept-alive HTTP/1.1 request).
+            self._send(response, head=head)
+            return self.stream.closed or any(
+                name.lower() == "connection"
+                and "close" in (token.strip() for token in value.lower().split(","))
+                for name, value in response.headers
+            )
+        self._send(response, head=head)
+        if self.parser.our_state is h11.MUST_CLOSE or self.parser.their_state is h11.MUST_CLOSE:
             return True
         try:
-            self.h11.start_next_cycle()
+            self.parser.start_next_cycle()
         except h11.LocalProtocolError:
             return True
         return False
 
-    async def _answer(self, request: Request) -> Response:
-        """Run the handler; while a GET (a long-poll may wait) is answered, watch the peer: a
-        hang-up sets ``request.disconnected``. Other methods are answered at once, unwatched:
-        a task per request is the largest cost of a polling POST."""
-        if request.method != "GET":
-            return await self.app.handle_http(request)
+    def _hold(self) -> HeldAnswer:
+        self.must_close = False
+        held = self.held = HeldAnswer(self._send_held)
+        return held
 
-        async def watch() -> None:
-            try:
-                data = await self.stream.receive_some()
-            except StreamClosed:
-                data = b""
-            if data:
-                self.pending += data  # a pipelined request; read after this one
+    def _send_held(self, response: Response) -> None:
+        """A held answer, written at once by whoever sends it (the task of the connection
+        waits for the peer's next bytes meanwhile, see :meth:`_wait_held`)."""
+        if self.stream.closed:
+            return
+        self.must_close = self._respond(response)
+        scope = self.held_scope
+        if scope is not None:
+            if self.must_close:
+                scope.cancel()
             else:
-                request.disconnected.set()
+                # The wait goes on as the wait for the next request, within the keep-alive.
+                scope.deadline = trio.current_time() + self.limits.keepalive_timeout
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch)
-            response = await self.app.handle_http(request)
-            nursery.cancel_scope.cancel()
-        return response
+    async def _wait_held(self) -> bool:
+        """Wait while a handler holds the answer (a long-poll), watching the peer: its end of
+        stream is a hang-up. No task and no nursery per request: this task reads what the
+        peer sends next, which, once the answer is out, is the next request.
+
+        Returns:
+            True when the connection must end.
+        """
+        held = self.held
+        if held is None:
+            raise RuntimeError("the handler returned HELD without holding the request")
+        # Bytes of a pipelined request read already (by us or by h11): the next request is
+        # here, so nothing more is watched; this task waits for the answer only.
+        buffered = bool(self.pending) or (
+            self._h11 is not None and bool(self._h11.trailing_data[0])
+        )
+        data = b""
+        try:
+            with trio.CancelScope() as self.held_scope:
+                if held.done:
+                    if self.must_close:
+                        return True
+                    self.held_scope.deadline = trio.current_time() + self.limits.keepalive_timeout
+                if buffered:
+                    await held.wait()
+                else:
+                    data = await self.stream.receive_some()
+                    if data and not held.done:
+                        # Pipelined bytes before the answer: read after it; no more watching.
+                        self.held_scope.deadline = math.inf
+                        await held.wait()
+            if not held.done:  # the peer hung up
+                return True
+            if self.held_scope.cancelled_caught:
+                return True  # the answer said to close (must_close), or the keep-alive ran out
+            if not buffered and not data:
+                return True
+            self.pending += data
+            return self.must_close
+        finally:
+            self.held_scope = None
+            self.held = None
+            if not held.done:
+                held.hang_up()
 
     async def _read_body(self, *, limit: int) -> bytes | None:
         chunks = []
@@ -323,37 +483,43 @@ class _HttpConnection:
     def _send(self, response: Response, *, head: bool = False) -> None:
         """Write one response. To a HEAD request, the head alone, with the length the body
         would have had."""
+        if self._h11 is None:
+            self.answered = True
+            data = encode_response(response, head=head)
+            if data is None:
+                self.stream.close("response not allowed")
+            else:
+                self.stream.send_nowait(data)
+            return
         headers = [
             (name.encode("latin-1"), value.encode("latin-1")) for name, value in response.headers
         ]
         headers.append((b"Content-Length", str(len(response.body)).encode()))
         try:
-            data = self.h11.send(
+            data = self.parser.send(
                 h11.Response(
-                    status_code=response.status, headers=headers, reason=_reason(response.status)
+                    status_code=response.status,
+                    headers=headers,
+                    reason=reason_phrase(response.status),
                 )
             )
             if response.body and not head:
-                data += self.h11.send(h11.Data(data=response.body))
-            data += self.h11.send(h11.EndOfMessage())
+                data += self.parser.send(h11.Data(data=response.body))
+            data += self.parser.send(h11.EndOfMessage())
         except h11.LocalProtocolError:
             self.stream.close("response not allowed")
             return
         self.stream.send_nowait(data or b"")
 
     def _send_error(self, status: int, message: str) -> None:
-        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        if self._h11 is None:
+            if self.answered:
+                return
+        elif self.parser.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
         log.info("HTTP %d to %s:%d: %s", status, *self.stream.peer, message)
         response = Response.text(status, message, (("Connection", "close"),))
         self._send(response)
-
-
-def _reason(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode("ascii")
-    except ValueError:
-        return b""
 
 
 def _is_websocket_upgrade(request: Request) -> bool:
@@ -373,7 +539,7 @@ def _closing_response(response: Response) -> bytes | None:
     Returns:
         None when a header would not be a valid header (a CR or LF in it).
     """
-    lines = [b"HTTP/1.1 %d %s" % (response.status, _reason(response.status))]
+    lines = [b"HTTP/1.1 %d %s" % (response.status, reason_phrase(response.status))]
     for name, value in (*response.headers, ("Connection", "close")):
         if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
             return None
