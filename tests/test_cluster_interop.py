@@ -5,6 +5,9 @@
 - A Node ``socket.io`` 4.8 server with ``@socket.io/redis-adapter`` 8 and a hub node share
   broadcasts, rooms, socket listings, server-side events and acknowledgements, both ways; the
   clients of each (socket.io-client on the Node server) see what the other node sends.
+- In such a mixed cluster, a hub node reconnecting to Redis is still counted (by its heartbeats,
+  which Node nodes never see) and a counted emit it missed is said incomplete; the Node node is
+  counted by ``PUBSUB NUMSUB`` and reads the uid that hub adds to its answers without harm.
 
 The Node side runs ``tests/support/redis_node.mjs``; the clients run
 ``tests/interop/node_client.mjs``.
@@ -28,6 +31,8 @@ from interop.harness import (
 )
 from support.hub_nodes import Member, Node, redis_node_command, start_node
 from support.redis_server import RedisServer, redis_server
+
+from hub.cluster import ClusterIncomplete
 
 
 @pytest.fixture(scope="module")
@@ -233,3 +238,50 @@ async def test_hub_and_node_socketio_nodes_act_on_each_others_sockets(
         await ask(server, 5, op="disconnectSockets", to=[on_hub.sid], close=False)
         assert await on_hub.client.receive_text() == "41"
         assert on_hub.sid not in node.server.main.sockets
+
+
+async def test_a_hub_node_reconnecting_is_missed_in_a_mixed_cluster(
+    nursery: trio.Nursery, redis: RedisServer
+) -> None:
+    # Two hub nodes and a Node node. Node nodes send no heartbeats (and never see hub's): they
+    # are counted by PUBSUB NUMSUB; hub nodes also by their heartbeats.
+    fast = {"reconnect_delay": 0.05, "max_reconnect_delay": 0.3, "connect_timeout": 1.0}
+    slow = {"reconnect_delay": 3.0, "max_reconnect_delay": 3.0, "connect_timeout": 1.0}
+    a = await start_node(nursery, redis.url, **fast)
+    b = await start_node(nursery, redis.url, **slow)
+    on_b = await Member.connect(nursery, b, "room")
+    async with node_tool(nursery, redis, "server", rooms=["room"]) as server:
+        port = server.seen("listening")[0]["port"]
+        async with socketio_client(nursery, f"http://127.0.0.1:{port}", "client-node") as on_node:
+            await server.expect("connection")
+            with trio.fail_after(5):
+                while b.cluster.uid not in a.cluster.link("/").peers.alive(trio.current_time()):
+                    await trio.sleep(0.01)
+            assert await a.server.to("room").everywhere.emit("first") == 2
+            assert await on_b.expect("first") == []
+            await on_node.expect("event", name="first")
+
+            # Every subscription cut: hub node A and the Node node come back at once, B later.
+            redis.command("CLIENT", "KILL", "TYPE", "pubsub")
+            with trio.fail_after(5):
+                while b.cluster.connected or not a.cluster.connected:
+                    await trio.sleep(0.005)
+                while (await ask(server, 1, op="serverCount"))["count"] < 2:
+                    await trio.sleep(0.05)
+            # The Node node answers with its count; B cannot have had it, and that is said.
+            with pytest.raises(ClusterIncomplete) as caught:
+                await a.server.to("room").everywhere.emit("second")
+            assert caught.value.missing == {b.cluster.uid}
+            assert caught.value.partial == 1  # the Node node's client
+            await on_node.expect("event", name="second")
+
+            with trio.fail_after(6):
+                while not b.cluster.connected:
+                    await trio.sleep(0.01)
+            assert await a.server.to("room").everywhere.emit("third") == 2
+            assert await on_b.expect("third") == []  # and not "second"
+            await on_node.expect("event", name="third")
+            # Node still counts every node by NUMSUB, and lists B's socket.
+            assert (await ask(server, 2, op="serverCount"))["count"] == 3
+            listed = await ask(server, 3, op="fetchSockets", to=["room"])
+            assert on_b.sid in {s["id"] for s in listed["sockets"]}

@@ -224,12 +224,6 @@ async def test_a_client_dropped_from_one_node_is_recovered_by_another(
     assert notes(client) == [1, 2, 3, 4, 5, 6]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hub.cluster.link.ClusterNamespace.on_broadcast ignores a broadcast to one room that"
-    " has no socket on the node ('ignore unknown room'), so the node a client left does not keep"
-    " it for replay; with recovery on it must decode and keep it",
-)
 async def test_a_broadcast_to_its_one_room_from_another_node_is_replayed(
     nursery: trio.Nursery, redis: RedisServer
 ) -> None:

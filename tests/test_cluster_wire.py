@@ -13,13 +13,18 @@ from typing import Any
 import msgpack
 import pytest
 
+from hub.cluster.peers import Peers
 from hub.cluster.wire import (
     Channels,
+    Heartbeat,
+    HeartbeatType,
     MalformedMessage,
     Request,
     RequestType,
     decode_broadcast,
+    decode_heartbeat,
     encode_broadcast,
+    encode_heartbeat,
     encode_json,
     own_prefix,
 )
@@ -82,6 +87,9 @@ def test_channels_are_the_adapters() -> None:
     assert channels.room_of("socket.io#/#") == ""
     assert channels.room_of("socket.io#/admin#x#") is None
     assert Channels.of("/admin", "u", key="app").request == "app-request#/admin#"
+    # hub's own: not matched by the adapter's pattern socket.io#/#*, so Node never reads it
+    assert channels.heartbeat == "socket.io-heartbeat#/#"
+    assert channels.room_of(channels.heartbeat) is None
 
 
 def test_an_emitter_broadcast_with_binary() -> None:
@@ -187,6 +195,52 @@ def test_malformed_broadcasts_are_refused(data: bytes) -> None:
         decode_broadcast(data, "/")
 
 
+@pytest.mark.parametrize(
+    ("kind", "text"),
+    [
+        (HeartbeatType.INITIAL_HEARTBEAT, '{"uid":"AbC123","type":1}'),
+        (HeartbeatType.HEARTBEAT, '{"uid":"AbC123","type":2}'),
+        (HeartbeatType.ADAPTER_CLOSE, '{"uid":"AbC123","type":13}'),
+    ],
+)
+def test_heartbeats_are_small_json_with_the_cluster_adapters_numbers(
+    kind: HeartbeatType, text: str
+) -> None:
+    assert encode_heartbeat("AbC123", kind).decode() == text
+    assert decode_heartbeat(text.encode()) == Heartbeat("AbC123", kind)
+
+
+@pytest.mark.parametrize(
+    "data", [b'{"type":2}', b'{"uid":"","type":2}', b'{"uid":"u","type":7}', b'{"uid":"u"}', b"[]"]
+)
+def test_malformed_heartbeats_are_refused(data: bytes) -> None:
+    with pytest.raises(MalformedMessage):
+        decode_heartbeat(data)
+
+
+def test_a_node_is_known_until_its_goodbye_or_its_silence() -> None:
+    peers = Peers(timeout=15.0)
+    assert peers.heard("a", now=100.0)
+    assert not peers.heard("a", now=101.0)  # known already
+    assert peers.heard("b", now=105.0)
+    assert peers.alive(now=116.0) == {"a", "b"}
+    assert peers.alive(now=116.5) == {"b"}  # a: 15.5 s without a word
+    assert not peers.forget("a")
+    assert peers.forget("b")  # its goodbye
+    assert peers.alive(now=116.5) == frozenset()
+
+
+def test_a_node_back_on_redis_gives_the_others_a_full_timeout() -> None:
+    peers = Peers(timeout=15.0)
+    peers.heard("slow", now=100.0)
+    # This node was off Redis from 101 to 130, hearing nobody; back at 130.
+    peers.refresh(now=130.0)
+    assert peers.alive(now=144.0) == {"slow"}  # still counted while it reconnects too
+    assert peers.alive(now=146.0) == frozenset()  # never came back
+    with pytest.raises(ValueError, match="positive"):
+        Peers(timeout=0)
+
+
 def test_old_notepack_forms_of_undefined_and_array_buffer() -> None:
     packet = {"type": 2, "data": ["x", msgpack.ExtType(0, b"\x00"), msgpack.ExtType(0, b"ab")]}
     data = msgpack.packb(["uid", packet, {}], use_bin_type=True)
@@ -215,6 +269,7 @@ def test_the_public_names_of_the_cluster_package() -> None:
 
     assert sorted(hub.cluster.__all__) == [
         "ClusterError",
+        "ClusterIncomplete",
         "ClusterNamespace",
         "ClusterOperator",
         "ClusterStatus",
@@ -226,3 +281,4 @@ def test_the_public_names_of_the_cluster_package() -> None:
     ]
     assert issubclass(hub.cluster.ClusterTimeout, hub.cluster.ClusterError)
     assert issubclass(hub.cluster.ClusterUnavailable, hub.cluster.ClusterError)
+    assert issubclass(hub.cluster.ClusterIncomplete, hub.cluster.ClusterError)

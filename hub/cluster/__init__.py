@@ -15,7 +15,12 @@ Messages use the format of Node's ``@socket.io/redis-adapter`` 8 and ``@socket.i
 5 (:mod:`hub.cluster.wire`), so Node services and Node socket.io nodes join the same cluster.
 """
 
-from hub.cluster.errors import ClusterError, ClusterTimeout, ClusterUnavailable
+from hub.cluster.errors import (
+    ClusterError,
+    ClusterIncomplete,
+    ClusterTimeout,
+    ClusterUnavailable,
+)
 from hub.cluster.health import ClusterStatus
 from hub.cluster.link import ClusterNamespace
 from hub.cluster.operator import ClusterOperator
@@ -24,6 +29,7 @@ from hub.cluster.remote import RemoteSocket
 
 __all__ = [
     "ClusterError",
+    "ClusterIncomplete",
     "ClusterNamespace",
     "ClusterOperator",
     "ClusterStatus",

@@ -36,9 +36,14 @@ class ClusterStatus:
             publish queue full).
         outages: how many times the link was lost (or could not be made at start).
         malformed: messages read from Redis and ignored because they broke the format.
-        queued: messages waiting in the publish queue now.
+        queued: messages waiting in the publish queue now (written and not yet answered by
+            Redis included).
         error: the last error while not connected, one line; None when connected.
         uid: this node's id in the cluster.
+        dropped_received: broadcasts from other nodes for this node's rooms, read from Redis
+            and not delivered because this node was more than ``max_backlog`` messages behind
+            (since start).
+        backlog: messages read from Redis and not yet handled, when last measured.
     """
 
     connected: bool
@@ -49,6 +54,8 @@ class ClusterStatus:
     queued: int
     error: str | None
     uid: str
+    dropped_received: int = 0
+    backlog: int = 0
 
 
 class Backoff:
@@ -104,7 +111,10 @@ class Health:
         self.outages = 0
         self.malformed = 0
         self.error: str | None = None
+        self.dropped_received = 0
+        self.backlog = 0
         self._outage_logged = False
+        self._behind_logged = False
 
     @property
     def connected(self) -> bool:
@@ -120,6 +130,8 @@ class Health:
             queued=queued,
             error=None if self.connected else self.error,
             uid=self.uid,
+            dropped_received=self.dropped_received,
+            backlog=self.backlog,
         )
 
     def part_up(self, part: str) -> None:
@@ -176,3 +188,31 @@ class Health:
             log.warning("ignoring a malformed cluster message (logged once): %s", error.message)
         else:
             log.debug("ignoring a malformed cluster message: %s", error.message)
+
+    def behind(self, backlog: int, bound: int) -> None:
+        """``backlog`` messages read from Redis wait to be handled, more than ``bound``: a
+        broadcast is dropped (counted; logged once per episode)."""
+        self.backlog = backlog
+        self.dropped_received += 1
+        if self._behind_logged:
+            return
+        self._behind_logged = True
+        log.warning(
+            "cluster node %s is %d messages behind Redis (more than %d): dropping broadcasts from"
+            " other nodes until it catches up",
+            self.uid,
+            backlog,
+            bound,
+        )
+
+    def caught_up(self, backlog: int) -> None:
+        """``backlog`` messages wait, under the bound (said once when an episode ends)."""
+        self.backlog = backlog
+        if self._behind_logged:
+            self._behind_logged = False
+            log.warning(
+                "cluster node %s caught up with Redis (%d broadcasts from other nodes dropped"
+                " so far)",
+                self.uid,
+                self.dropped_received,
+            )

@@ -11,8 +11,14 @@ It speaks the format of :mod:`hub.cluster.wire` and acts as a Node ``RedisAdapte
   BROADCAST is delivered and answered with the number of sockets reached (BROADCAST_CLIENT_COUNT),
   then with each client's acknowledgement (BROADCAST_ACK) unless it is one of hub's count-only
   broadcasts.
-- A request this node makes waits for one answer per other node (the request channel's
-  subscribers, less itself) for at most ``request_timeout``.
+- A request this node makes waits for one answer per other node subscribed to the request
+  channel (``PUBSUB NUMSUB``, less itself), and from every hub node it knows by their heartbeats
+  (:mod:`hub.cluster.peers`), for at most ``request_timeout``. When every subscribed node has
+  answered but a known node has not, that node was not on Redis when the request went out (it is
+  reconnecting) and cannot have had it: the request is said incomplete at once
+  (:class:`~hub.cluster.errors.ClusterIncomplete`), not complete.
+- Heartbeats of other hub nodes keep :attr:`ClusterNamespace.peers`; an INITIAL_HEARTBEAT is
+  answered with a HEARTBEAT at once.
 
 A node's own requests come back to it through Redis; it ignores them (its uid), having done its
 own part before publishing.
@@ -27,16 +33,20 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
-from hub.cluster.errors import ClusterTimeout, ClusterUnavailable
+from hub.cluster.errors import ClusterIncomplete, ClusterTimeout, ClusterUnavailable
+from hub.cluster.peers import Peers
 from hub.cluster.remote import RemoteSocket, socket_to_wire
 from hub.cluster.wire import (
     Channels,
+    HeartbeatType,
     MalformedMessage,
     Request,
     RequestType,
     decode_broadcast,
     decode_event,
+    decode_heartbeat,
     encode_broadcast,
+    encode_heartbeat,
     encode_json,
     encode_msgpack,
     new_id,
@@ -65,22 +75,48 @@ _RESERVED = frozenset(
 
 
 class _Pending:
-    """A request of this node, waiting for one answer per other node."""
+    """A request of this node, waiting for one answer per other subscribed node.
 
-    __slots__ = ("accept", "answers", "done", "expected")
+    Attributes:
+        expected: the other nodes subscribed when it went out (Node nodes answer without a uid).
+        missing: the hub nodes known by their heartbeats that have not answered yet.
+        answers: the answers accepted so far.
+        done: set once ``expected`` answers are in; complete if ``missing`` is empty then.
+    """
 
-    def __init__(self, expected: int, accept: Callable[[Request], bool]) -> None:
+    __slots__ = ("accept", "answered", "answers", "done", "expected", "missing")
+
+    def __init__(
+        self, expected: int, known: frozenset[str], accept: Callable[[Request], bool]
+    ) -> None:
         self.expected = expected
+        self.missing = set(known)
         self.accept = accept
         self.answers: list[Request] = []
+        self.answered: set[str] = set()
         self.done = trio.Event()
+        self._check()
+
+    def _check(self) -> None:
+        if len(self.answers) >= self.expected:
+            self.done.set()
 
     def add(self, answer: Request) -> None:
         if self.done.is_set() or not self.accept(answer):
             return
+        if answer.uid is not None:
+            if answer.uid in self.answered:
+                return  # the same node twice: counted once
+            self.answered.add(answer.uid)
+            self.missing.discard(answer.uid)
         self.answers.append(answer)
-        if len(self.answers) >= self.expected:
-            self.done.set()
+        self._check()
+
+    def left(self, uid: str) -> None:
+        """Node ``uid`` said goodbye: not having its answer no longer makes the request
+        incomplete (its sockets are gone). If it was subscribed it is still among ``expected``:
+        whether it answered before leaving is not known, so it may end in a timeout."""
+        self.missing.discard(uid)
 
 
 class ClusterNamespace:
@@ -90,12 +126,14 @@ class ClusterNamespace:
         cluster: the node's :class:`~hub.cluster.redis.RedisCluster`.
         namespace: the namespace.
         channels: its channels.
+        peers: the other hub nodes of the namespace, known by their heartbeats.
     """
 
     def __init__(self, cluster: RedisCluster, namespace: Namespace) -> None:
         self.cluster = cluster
         self.namespace = namespace
         self.channels = Channels.of(namespace.name, cluster.uid, cluster.key)
+        self.peers = Peers(cluster.heartbeat_timeout)
         self._own_prefix = own_prefix(cluster.uid)
         self._pending: dict[str, _Pending] = {}
 
@@ -183,19 +221,59 @@ class ClusterNamespace:
             return False
         return cluster.publish_nowait(self.channels.for_rooms(rooms), payload)
 
-    def on_broadcast(self, channel: str, data: bytes) -> None:
-        """A message on one of the namespace's broadcast channels."""
+    def concerns(self, channel: str, data: bytes) -> bool:
+        """Whether a message on a broadcast channel may be for this node's sockets: not its
+        own, and of a room it has sockets in (or of the whole namespace), or any room when
+        recovery is on (a socket that left may come back for it, here or, through Redis,
+        elsewhere: the packet is kept with its offset though nobody here is in the room now).
+        Cheap: not decoded."""
         if data.startswith(self._own_prefix):
-            return  # this node's own, delivered here before it was published
+            return False  # this node's own, delivered here before it was published
         room = self.channels.room_of(channel)
         if room is None:
+            return False
+        adapter = self.namespace.adapter
+        # "ignore unknown room": nobody here, no need to decode
+        return not room or room in adapter.rooms or adapter.recovery is not None
+
+    def on_broadcast(self, channel: str, data: bytes) -> None:
+        """A message on one of the namespace's broadcast channels."""
+        if not self.concerns(channel, data):
             return
-        if room and room not in self.namespace.adapter.rooms:
-            return  # "ignore unknown room": nobody here, no need to decode
         message = decode_broadcast(data, self.namespace.name)
         if message.uid == self.cluster.uid:
             return
         self.deliver(message.event, message.rooms, message.except_rooms, volatile=message.volatile)
+
+    # -- heartbeats ------------------------------------------------------------------------
+
+    def announce(self, kind: HeartbeatType = HeartbeatType.HEARTBEAT) -> bool:
+        """Tell the other hub nodes that this node is here (or leaving); never waits.
+
+        Returns:
+            False when it was dropped (Redis unreachable, the publish queue full).
+        """
+        return self.cluster.publish_nowait(
+            self.channels.heartbeat, encode_heartbeat(self.cluster.uid, kind)
+        )
+
+    def on_heartbeat(self, data: bytes) -> None:
+        """A message on the namespace's heartbeat channel."""
+        heartbeat = decode_heartbeat(data)
+        uid = heartbeat.uid
+        if uid == self.cluster.uid:
+            return
+        if heartbeat.type == HeartbeatType.ADAPTER_CLOSE:
+            self.peers.forget(uid)
+            for pending in self._pending.values():
+                pending.left(uid)
+            return
+        if self.peers.heard(uid, trio.current_time()):
+            log.debug(
+                "cluster node %s knows node %s (%s)", self.cluster.uid, uid, self.namespace.name
+            )
+        if heartbeat.type == HeartbeatType.INITIAL_HEARTBEAT:
+            self.announce()  # so that the newcomer knows this node at once
 
     # -- requests from other nodes ---------------------------------------------------------
 
@@ -203,6 +281,7 @@ class ClusterNamespace:
         channel = self.channels.response_to(
             request.uid, specific=self.cluster.specific_response_channel
         )
+        body["uid"] = self.cluster.uid  # who answered (Node reads only its type's fields)
         payload = encode_msgpack(body) if binary else encode_json(body, lenient=True)
         self.cluster.publish_nowait(channel, payload)
 
@@ -317,6 +396,7 @@ class ClusterNamespace:
                     "type": RequestType.SERVER_SIDE_EMIT.value,
                     "requestId": request_id,
                     "data": result,
+                    "uid": self.cluster.uid,
                 }
             )
         except LocalProtocolError as exc:
@@ -388,12 +468,15 @@ class ClusterNamespace:
     # -- requests of this node -------------------------------------------------------------
 
     async def server_count(self) -> int:
-        """How many nodes serve this namespace (the request channel's subscribers).
+        """How many nodes serve this namespace: the request channel's subscribers, or the
+        hub nodes known by their heartbeats and this one when they are more (some are
+        reconnecting to Redis).
 
         Raises:
             ClusterUnavailable: Redis cannot be reached.
         """
-        return await self.cluster.subscribers(self.channels.request)
+        subscribed = await self.cluster.subscribers(self.channels.request)
+        return max(subscribed, 1 + len(self.peers.alive(trio.current_time())))
 
     async def _ask(
         self,
@@ -404,35 +487,50 @@ class ClusterNamespace:
         result: Callable[[list[Request]], T],
         binary: bool = False,
     ) -> T:
-        """Publish a request and wait for one answer per other node.
+        """Publish a request and wait for one answer per other node (see the module's doc).
 
         Raises:
             ClusterUnavailable: Redis cannot be reached.
             ClusterTimeout: not every node answered in time; ``partial`` is ``result`` of the
                 answers that came.
+            ClusterIncomplete: every subscribed node answered, but some nodes known by their
+                heartbeats were not subscribed; ``partial`` is ``result`` of the answers.
         """
         try:
-            expected = await self.server_count() - 1
+            subscribed = await self.cluster.subscribers(self.channels.request)
         except ClusterUnavailable:
             self.cluster.drop()  # the request never went out
             raise
-        if expected <= 0:
+        known = self.peers.alive(trio.current_time())
+        if subscribed <= 1 and not known:
             return result([])
         request_id = new_id()
-        pending = _Pending(expected, accept)
+        pending = _Pending(subscribed - 1, known, accept)
         self._pending[request_id] = pending
         try:
             message = {"uid": self.cluster.uid, "requestId": request_id, **body}
             payload = encode_msgpack(message) if binary else encode_json(message)
+            # Published even when no other node is subscribed now: a known node that subscribed
+            # again since the count still gets it (the answer says incomplete all the same).
             await self.cluster.publish(self.channels.request, payload)
             timeout = self.cluster.request_timeout
             with trio.move_on_after(timeout):
                 await pending.done.wait()
             if not pending.done.is_set():
+                others = max(subscribed - 1, len(known))
                 raise ClusterTimeout(
                     f"timeout reached while waiting for {what} answers: {len(pending.answers)} of"
-                    f" {expected} other nodes answered within {timeout} s",
+                    f" {others} other nodes answered within {timeout} s",
                     result(pending.answers),
+                )
+            if pending.missing:
+                missing = frozenset(pending.missing)
+                raise ClusterIncomplete(
+                    f"{what} reached every node on Redis but not {len(missing)} other"
+                    f" node(s) known to be in the cluster ({', '.join(sorted(missing))}): they"
+                    " were not on Redis (reconnecting) and cannot have had it",
+                    result(pending.answers),
+                    missing,
                 )
             return result(pending.answers)
         finally:

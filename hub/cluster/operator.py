@@ -82,6 +82,9 @@ class ClusterOperator:
                 (``partial``: how many).
             ClusterTimeout: not every node answered within the request timeout (``partial``:
                 the sockets reached as far as is known).
+            ClusterIncomplete: a node known by its heartbeats was not on Redis (reconnecting)
+                and cannot have had it; said as soon as every node on Redis has answered
+                (``partial``: the sockets reached on those).
         """
         op = self.operator
         namespace = op.namespace
@@ -110,7 +113,8 @@ class ClusterOperator:
         """The targets on every node (Node: ``fetchSockets``): this node's first.
 
         Raises:
-            ClusterUnavailable, ClusterTimeout: ``partial`` holds the sockets found.
+            ClusterUnavailable, ClusterTimeout, ClusterIncomplete: ``partial`` holds the sockets
+                found.
         """
         local = [RemoteSocket.of(socket) for socket in self._local()]
         link = self._link

@@ -12,14 +12,26 @@ Rules:
   unreachable, is dropped and counted (:attr:`ClusterStatus.dropped`): after an outage, other
   nodes get what is published from then on, never a backlog of stale events.
 - One publisher task sends the queue in order, as pipelines of everything queued (one round trip
-  for many messages). Operations that must know they went out (a remote join, a request) wait
-  for their message on the same queue, so they keep their place among the broadcasts.
+  for many messages), on a client of its own that is closed when it fails. Operations that must
+  know they went out (a remote join, a request) wait for their message on the same queue, so
+  they keep their place among the broadcasts.
 - One subscriber connection carries every namespace's channels; a namespace created later is
   subscribed to on the fly. Each message read is handled at once and in order, without waiting
   (delivered to local sockets, answers put on the publish queue; only a handler of
-  ``server_side_emit`` or an acknowledgement runs as a task). coredis reads a subscription
-  eagerly into a buffer of its own, which grows only while this node handles messages slower
-  than Redis sends them (Redis's ``client-output-buffer-limit pubsub`` bounds the other side).
+  ``server_side_emit`` or an acknowledgement runs as a task).
+- Each namespace's link announces this node to the other hub nodes (:mod:`hub.cluster.peers`):
+  an INITIAL_HEARTBEAT each time the node is connected again (both parts up), a HEARTBEAT every
+  ``heartbeat_interval``, and a goodbye (ADAPTER_CLOSE) when :meth:`RedisCluster.run` ends, sent
+  on a connection of its own within half a second, so that the others stop counting it at once.
+- The subscription's backlog is bounded: coredis reads the subscription eagerly into buffers of
+  its own, which grow while this node handles messages slower than other nodes send them (a
+  long burst from a node with more CPU to spare). When more than ``max_backlog`` messages read
+  wait to be handled, each broadcast read (a pattern message: a plain broadcast, which nobody
+  waits an answer for) is dropped without being decoded, counted when it may have been for this
+  node's sockets (:attr:`ClusterStatus.dropped_received`) and logged once per episode, until the
+  backlog is back under the bound; requests, answers and heartbeats are always handled, so that
+  other nodes' counts and requests stay right. The node catches up instead of falling further
+  behind.
 - When Redis cannot be reached, at start or later, the node says so once in the log, keeps
   serving its own sockets, and tries again with exponential backoff (``reconnect_delay`` doubling
   up to ``max_reconnect_delay``, with jitter); it says once when Redis is back. Every wait on Redis
@@ -29,7 +41,6 @@ Rules:
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -53,7 +64,13 @@ from hub.cluster.health import (
     redacted,
 )
 from hub.cluster.link import ClusterNamespace
-from hub.cluster.wire import DEFAULT_KEY, MalformedMessage, new_id
+from hub.cluster.wire import (
+    DEFAULT_KEY,
+    HeartbeatType,
+    MalformedMessage,
+    encode_heartbeat,
+    new_id,
+)
 
 if TYPE_CHECKING:
     from coredis.response.types import PubSubMessage
@@ -83,6 +100,34 @@ _UNREACHABLE: Final = (
 
 _BATCH_MESSAGES = 512
 _BATCH_BYTES = 1_000_000
+
+_GOODBYE_SECONDS = 0.5
+"""The longest the goodbye may hold up the end of :meth:`RedisCluster.run`."""
+
+
+def _backlog_of(pubsub: Any) -> Callable[[], int]:
+    """How many messages coredis has read from a subscription and not handed over yet: those
+    in its connection's buffer of push messages and in the subscription's own.
+
+    coredis has no public counter of these; its buffers are anyio memory streams, whose
+    ``statistics()`` say it. Read here, in one place (tests/test_cluster_publish.py fails if
+    they move).
+    """
+    streams: list[Any] = [
+        getattr(getattr(pubsub, "connection", None), "_push_message_buffer_out", None),
+        getattr(pubsub, "_receive_stream", None),
+    ]
+    counters = [stream.statistics for stream in streams if hasattr(stream, "statistics")]
+
+    def waiting() -> int:
+        return sum(counter().current_buffer_used for counter in counters)
+
+    return waiting
+
+
+def _text(value: object) -> str:
+    """A channel or pattern name as coredis gives it (bytes without decode_responses)."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 class _Outgoing:
@@ -127,6 +172,14 @@ class RedisCluster:
         specific_response_channel: answer a node's requests on its own response channel (the Node
             adapter's ``publishOnSpecificResponseChannel``; every 8.x node listens there too),
             instead of the shared one.
+        heartbeat_interval: how often this node tells the other hub nodes it is there (seconds;
+            ``@socket.io/cluster-adapter``'s ``heartbeatInterval``).
+        heartbeat_timeout: how long another hub node stays counted without a word from it
+            (seconds). Longer than the interval, and than a node may take to reconnect after
+            Redis restarts (``max_reconnect_delay`` with its jitter, and ``connect_timeout``):
+            a node slower to come back is counted by ``PUBSUB NUMSUB`` only.
+        max_backlog: the most messages read from Redis and waiting to be handled before
+            broadcasts from other nodes are dropped (see the module's doc).
 
     Attributes:
         uid: this node's id in the cluster (its messages carry it; it ignores its own).
@@ -144,9 +197,16 @@ class RedisCluster:
         max_queued: int = 10_000,
         max_queued_bytes: int = 16_000_000,
         specific_response_channel: bool = False,
+        heartbeat_interval: float = 5.0,
+        heartbeat_timeout: float = 15.0,
+        max_backlog: int = 10_000,
     ) -> None:
         if request_timeout <= 0 or connect_timeout <= 0:
             raise ValueError("the timeouts must be positive")
+        if not 0 < heartbeat_interval < heartbeat_timeout:
+            raise ValueError("0 < heartbeat_interval < heartbeat_timeout")
+        if max_backlog < 1:
+            raise ValueError("max_backlog must be positive")
         if reconnect_delay <= 0 or max_reconnect_delay < reconnect_delay:
             raise ValueError("0 < reconnect_delay <= max_reconnect_delay")
         if max_queued < 1 or max_queued_bytes < 1:
@@ -161,6 +221,9 @@ class RedisCluster:
         self.max_queued = max_queued
         self.max_queued_bytes = max_queued_bytes
         self.specific_response_channel = specific_response_channel
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.max_backlog = max_backlog
         self.links: dict[str, ClusterNamespace] = {}
         self._handlers: dict[tuple[str, str], ServerEventHandler] = {}
         # The publish queue.
@@ -195,7 +258,7 @@ class RedisCluster:
     @property
     def status(self) -> ClusterStatus:
         """A snapshot of the link, for health checks and metrics."""
-        return self.health.status(queued=len(self._outbox))
+        return self.health.status(queued=self._queued)
 
     async def wait_connected(self, timeout: float) -> bool:
         """Wait until cross-node messages flow, at most ``timeout`` seconds; returns whether
@@ -224,7 +287,13 @@ class RedisCluster:
             return link
         link = ClusterNamespace(self, namespace)
         self.links[namespace.name] = link
-        for channel in (link.channels.request, link.channels.response, link.channels.own_response):
+        channels = link.channels
+        for channel in (
+            channels.request,
+            channels.response,
+            channels.own_response,
+            channels.heartbeat,
+        ):
             self._by_channel[channel] = link
         self._by_pattern[link.channels.pattern] = link
         self._unsubscribed.append(link)
@@ -273,7 +342,8 @@ class RedisCluster:
 
     async def server_count(self, namespace: str = "/") -> int:
         """How many nodes serve ``namespace`` in the cluster, this one included (Node:
-        ``serverCount``: the subscribers of the namespace's request channel).
+        ``serverCount``: the subscribers of the namespace's request channel; or the hub nodes
+        known by their heartbeats, when more of them are known than are subscribed now).
 
         Raises:
             ClusterUnavailable: Redis cannot be reached.
@@ -343,6 +413,13 @@ class RedisCluster:
         """Count cross-node messages that were not published."""
         self.health.dropped += count
 
+    @property
+    def _queued(self) -> int:
+        return len(self._outbox)
+
+    def _full(self, size: int) -> bool:
+        return self._queued >= self.max_queued or self._queued_bytes + size > self.max_queued_bytes
+
     def publish_nowait(self, channel: str, payload: bytes) -> bool:
         """Queue a message for the publisher; never waits.
 
@@ -352,23 +429,18 @@ class RedisCluster:
         if not self.connected:
             self.health.dropped += 1
             return False
-        if (
-            len(self._outbox) >= self.max_queued
-            or self._queued_bytes + len(payload) > self.max_queued_bytes
-        ):
+        if self._full(len(payload)):
             self.health.dropped += 1
             if not self._overflow_logged:
                 self._overflow_logged = True
                 log.warning(
                     "cluster publish queue full (%d messages, %d bytes): dropping cross-node"
                     " messages until it drains",
-                    len(self._outbox),
+                    self._queued,
                     self._queued_bytes,
                 )
             return False
-        self._outbox.append(_Outgoing(channel, payload))
-        self._queued_bytes += len(payload)
-        self._wake_publisher.set()
+        self._enqueue(_Outgoing(channel, payload))
         return True
 
     async def publish(self, channel: str, payload: bytes) -> None:
@@ -383,13 +455,11 @@ class RedisCluster:
             raise ClusterUnavailable(
                 f"Redis cannot be reached: {self.health.error or 'not connected'}"
             )
-        if len(self._outbox) >= self.max_queued:
+        if self._full(len(payload)):
             self.health.dropped += 1
             raise ClusterUnavailable("the cluster publish queue is full")
         item = _Outgoing(channel, payload, trio.Event())
-        self._outbox.append(item)
-        self._queued_bytes += len(payload)
-        self._wake_publisher.set()
+        self._enqueue(item)
         assert item.done is not None
         with trio.move_on_after(self.request_timeout):
             await item.done.wait()
@@ -399,6 +469,11 @@ class RedisCluster:
             )
         if item.error is not None:
             raise ClusterUnavailable(f"Redis cannot be reached: {item.error}")
+
+    def _enqueue(self, item: _Outgoing) -> None:
+        self._outbox.append(item)
+        self._queued_bytes += len(item.payload)
+        self._wake_publisher.set()
 
     def _take_batch(self) -> list[_Outgoing]:
         batch: list[_Outgoing] = []
@@ -420,7 +495,7 @@ class RedisCluster:
                 item.done.set()
 
     def _fail_queued(self, error: str) -> None:
-        """An outage: what is queued is stale; it is dropped, and its waiters told."""
+        """An outage: what is queued is stale; it is dropped (counted), and its waiters told."""
         self._queued_bytes = 0
         batch = list(self._outbox)
         self._outbox.clear()
@@ -443,6 +518,28 @@ class RedisCluster:
             for item in batch:
                 pipe.publish(item.channel, item.payload)
 
+    async def _publish_batches(self, client: coredis.Redis[bytes]) -> None:
+        """Send the queue in order, as pipelines of everything queued, until one fails.
+
+        Raises:
+            anything of ``_UNREACHABLE``: Redis did not take a batch (it is failed, and counted).
+        """
+        while True:
+            if not self._outbox:
+                self._wake_publisher = trio.Event()
+                await self._wake_publisher.wait()
+                continue
+            batch = self._take_batch()
+            try:
+                with trio.fail_after(self.request_timeout):
+                    await self._send(client, batch)
+            except BaseException as exc:
+                self._fail(batch, describe(exc))
+                raise
+            for item in batch:
+                if item.done is not None:
+                    item.done.set()
+
     async def _publisher(self, client: coredis.Redis[bytes]) -> None:
         backoff = Backoff(self.reconnect_delay, self.max_reconnect_delay)
         while True:
@@ -455,27 +552,18 @@ class RedisCluster:
                     await trio.sleep(backoff.delay())
                     continue
                 backoff.reset()
-                self.health.part_up(PUBLISHER)
+                self._part_up(PUBLISHER)
                 continue
-            if not self._outbox:
-                self._wake_publisher = trio.Event()
-                await self._wake_publisher.wait()
-                continue
-            batch = self._take_batch()
-            error = await self._attempt(
-                functools.partial(self._send, client, batch), self.request_timeout
-            )
-            if error is not None:
-                self.health.part_down(PUBLISHER, error)
-                self._fail(batch, self.health.error or "unreachable")
-                self._fail_queued(self.health.error or "unreachable")
-                # Whatever broke the publisher may have left the subscription dead without a
-                # word (a host gone, not a refused connection): subscribe again from scratch.
-                self._restart_subscriber.cancel()
-                continue
-            for item in batch:
-                if item.done is not None:
-                    item.done.set()
+            try:
+                # A client of its own, closed when it fails (see _subscription).
+                async with self._new_client() as own:
+                    await self._publish_batches(own)
+            except* _UNREACHABLE as group:
+                self.health.part_down(PUBLISHER, group)
+            self._fail_queued(self.health.error or "unreachable")
+            # Whatever broke the publisher may have left the subscription dead without a
+            # word (a host gone, not a refused connection): subscribe again from scratch.
+            self._restart_subscriber.cancel()
 
     # -- subscribing -----------------------------------------------------------------------
 
@@ -483,7 +571,9 @@ class RedisCluster:
         for link in links:
             channels = link.channels
             await pubsub.psubscribe(channels.pattern)
-            await pubsub.subscribe(channels.request, channels.response, channels.own_response)
+            await pubsub.subscribe(
+                channels.request, channels.response, channels.own_response, channels.heartbeat
+            )
 
     async def _follow_new_links(self, pubsub: Any) -> None:
         while True:
@@ -491,6 +581,63 @@ class RedisCluster:
             self._links_changed = trio.Event()
             links, self._unsubscribed = self._unsubscribed, []
             await self._subscribe_links(pubsub, links)
+            if self.connected:
+                for link in links:
+                    link.announce(HeartbeatType.INITIAL_HEARTBEAT)
+
+    # -- heartbeats ------------------------------------------------------------------------
+
+    def _part_up(self, part: str) -> None:
+        """``part`` works (again); when that makes the node connected, the other hub nodes are
+        told, and those it knows get a full heartbeat timeout to be heard again (this node
+        heard nobody while it was off Redis)."""
+        was = self.connected
+        self.health.part_up(part)
+        if was or not self.connected:
+            return
+        now = trio.current_time()
+        for link in list(self.links.values()):
+            link.peers.refresh(now)
+            link.announce(HeartbeatType.INITIAL_HEARTBEAT)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await trio.sleep(self.heartbeat_interval)
+            if self.connected:
+                for link in list(self.links.values()):
+                    link.announce()
+
+    async def _say_goodbye(self) -> None:
+        """Tell the other hub nodes that this node stops, on a connection of its own (the
+        link's tasks are cancelled by now); at most :data:`_GOODBYE_SECONDS`, and not at all
+        when Redis was not reachable."""
+        if not self.connected or not self.links:
+            return
+        messages = [
+            (link.channels.heartbeat, encode_heartbeat(self.uid, HeartbeatType.ADAPTER_CLOSE))
+            for link in self.links.values()
+        ]
+
+        async def send() -> None:
+            client = self._new_client(_GOODBYE_SECONDS)
+            async with client, client.pipeline(transaction=False) as pipe:
+                for channel, payload in messages:
+                    pipe.publish(channel, payload)
+
+        error = await self._attempt(send, _GOODBYE_SECONDS)
+        if error is not None:
+            log.debug("the goodbye of cluster node %s was not sent: %s", self.uid, describe(error))
+
+    def _concerns(self, message: PubSubMessage) -> bool:
+        """Whether a broadcast read may be for this node's sockets (a dropped one is counted
+        only then)."""
+        link = self._by_pattern.get(_text(message["pattern"]))
+        data = message["data"]
+        return (
+            link is not None
+            and isinstance(data, bytes)
+            and link.concerns(_text(message["channel"]), data)
+        )
 
     def _dispatch(self, message: PubSubMessage) -> None:
         channel_bytes = message["channel"]
@@ -516,6 +663,8 @@ class RedisCluster:
                 return
             if channel == link.channels.request:
                 link.on_request(data)
+            elif channel == link.channels.heartbeat:
+                link.on_heartbeat(data)
             else:
                 link.on_response(data)
         except MalformedMessage as exc:
@@ -524,36 +673,54 @@ class RedisCluster:
             # A bug in handling one message must not end the subscription of the whole node.
             log.exception("handling a cluster message on %s failed", channel)
 
-    async def _subscription(self, client: coredis.Redis[bytes]) -> None:
+    async def _subscription(self) -> None:
         """One subscription, until the connection is lost (raises), the subscription ends, or
-        a restart is asked for (:attr:`_restart_subscriber`)."""
+        a restart is asked for (:attr:`_restart_subscriber`).
+
+        It has a client of its own, closed with it: coredis's pool does not take back the
+        place of a connection that broke while lent out, and the shared client's pool would
+        run out after a few dozen outages.
+        """
         self._restart_subscriber = trio.CancelScope()
         with self._restart_subscriber:
-            async with client.pubsub(
-                ignore_subscribe_messages=True,
-                retry_policy=NoRetryPolicy(),
-                subscription_timeout=self.connect_timeout,
-            ) as pubsub:
+            async with (
+                self._new_client() as client,
+                client.pubsub(
+                    ignore_subscribe_messages=True,
+                    retry_policy=NoRetryPolicy(),
+                    subscription_timeout=self.connect_timeout,
+                ) as pubsub,
+            ):
                 links = list(self.links.values())
                 self._unsubscribed = []
                 with trio.fail_after(self.connect_timeout + 1):
                     await self._subscribe_links(pubsub, links)
                 self._subscriptions += 1
-                self.health.part_up(SUBSCRIBER)
+                self._part_up(SUBSCRIBER)
                 self._subscriber_tried.set()
+                backlog = _backlog_of(pubsub)
+                bound = self.max_backlog
+                health = self.health
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._follow_new_links, pubsub)
                     async for message in pubsub:
+                        if message["type"] == "pmessage":
+                            waiting = backlog()
+                            if waiting > bound:
+                                if self._concerns(message):
+                                    health.behind(waiting, bound)
+                                continue
+                            health.caught_up(waiting)
                         self._dispatch(message)
                     nursery.cancel_scope.cancel()
 
-    async def _subscriber(self, client: coredis.Redis[bytes]) -> None:
+    async def _subscriber(self) -> None:
         backoff = Backoff(self.reconnect_delay, self.max_reconnect_delay)
         while True:
             before = self._subscriptions
             error: BaseException | None = None
             try:
-                await self._subscription(client)
+                await self._subscription()
             except* _UNREACHABLE as group:
                 error = group
             # Ended by an error, or on purpose (the publisher saw Redis go): subscribe again,
@@ -566,15 +733,17 @@ class RedisCluster:
 
     # -- running ---------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def _open_client(self) -> AsyncIterator[coredis.Redis[bytes]]:
-        client: coredis.Redis[bytes] = coredis.Redis.from_url(
+    def _new_client(self, connect_timeout: float | None = None) -> coredis.Redis[bytes]:
+        return coredis.Redis.from_url(
             self.url,
             decode_responses=False,
-            connect_timeout=self.connect_timeout,
+            connect_timeout=connect_timeout or self.connect_timeout,
             retry_policy=NoRetryPolicy(),
         )
-        async with client:
+
+    @asynccontextmanager
+    async def _open_client(self) -> AsyncIterator[coredis.Redis[bytes]]:
+        async with self._new_client() as client:
             self._client = client
             try:
                 yield client
@@ -599,7 +768,7 @@ class RedisCluster:
             try:
                 async with self._open_client() as client, trio.open_nursery() as nursery:
                     nursery.start_soon(self._publisher, client)
-                    nursery.start_soon(self._subscriber, client)
+                    nursery.start_soon(self._subscriber)
             except* _UNREACHABLE as group:
                 error = group
             except* Exception as group:
@@ -628,12 +797,15 @@ class RedisCluster:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._keep_connected)
+                nursery.start_soon(self._heartbeats)
                 with trio.move_on_after(2 * self.connect_timeout + 1):
                     await self._subscriber_tried.wait()
                     await self._publisher_tried.wait()
                 task_status.started()
         finally:
             self._nursery = None
+            with trio.CancelScope(shield=True):
+                await self._say_goodbye()
             self.health.up.clear()
             self._fail_queued("the cluster stopped")
 

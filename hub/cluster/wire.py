@@ -46,9 +46,21 @@ buffer starts with a "{" character" it is JSON, else msgpack. Fields by type::
 The older single-socket forms of REMOTE_JOIN / LEAVE / DISCONNECT (``{sid, room, requestId}``,
 answered ``{requestId}``) are still understood. The emitter's requests have no ``uid``.
 
-One extension, ignored by Node nodes (their BROADCAST handler reads only rooms and except): a
-BROADCAST whose ``opts.flags.countOnly`` is true asks for the count of sockets reached and no
-acknowledgements, so hub nodes deliver it as a plain event.
+Extensions of hub nodes, which Node nodes ignore or never see:
+
+- A BROADCAST whose ``opts.flags.countOnly`` is true asks for the count of sockets reached and no
+  acknowledgements, so hub nodes deliver it as a plain event (Node's BROADCAST handler reads only
+  rooms and except).
+- A hub node's answers carry its ``uid`` (Node reads only the fields of the answer's type), so that
+  a hub node knows which of the nodes it knows have answered.
+- Heartbeats, on a channel of their own that only hub nodes subscribe to (Node's pattern
+  ``socket.io#<nsp>#*`` does not match it)::
+
+      socket.io-heartbeat#<nsp>#        {uid, type}   (JSON)
+
+  with the numbers of ``@socket.io/cluster-adapter``'s ``MessageType``: 1 INITIAL_HEARTBEAT (a
+  node (re)connected to Redis; the others answer with a HEARTBEAT at once), 2 HEARTBEAT (every
+  few seconds), 13 ADAPTER_CLOSE (the node stops). See :mod:`hub.cluster.peers`.
 
 msgpack conventions of notepack.io: a JS ``Buffer`` / ``ArrayBuffer`` / typed array is ``bin``,
 ``undefined`` is nil, a ``Date`` is the timestamp extension (-1); older notepack versions wrote
@@ -78,13 +90,17 @@ __all__ = [
     "EMITTER_UID",
     "Broadcast",
     "Channels",
+    "Heartbeat",
+    "HeartbeatType",
     "MalformedMessage",
     "Request",
     "RequestType",
     "decode_broadcast",
     "decode_event",
+    "decode_heartbeat",
     "decode_message",
     "encode_broadcast",
+    "encode_heartbeat",
     "encode_json",
     "encode_msgpack",
     "new_id",
@@ -139,12 +155,14 @@ class Channels:
         request: ``<key>-request#<nsp>#``.
         response: ``<key>-response#<nsp>#``.
         own_response: ``<key>-response#<nsp>#<uid>#``, answers meant for this node alone.
+        heartbeat: ``<key>-heartbeat#<nsp>#``, hub nodes' heartbeats.
     """
 
     broadcast: str
     request: str
     response: str
     own_response: str
+    heartbeat: str
 
     @classmethod
     def of(cls, namespace: str, uid: str, key: str = DEFAULT_KEY) -> Channels:
@@ -154,6 +172,7 @@ class Channels:
             request=f"{key}-request#{namespace}#",
             response=response,
             own_response=f"{response}{uid}#",
+            heartbeat=f"{key}-heartbeat#{namespace}#",
         )
 
     @property
@@ -464,3 +483,51 @@ class Request:
         if not isinstance(opts, dict):
             raise MalformedMessage("the request has no opts")
         return room_names(opts.get("rooms")), room_names(opts.get("except"))
+
+
+# -- heartbeats --------------------------------------------------------------------------------
+
+
+class HeartbeatType(enum.IntEnum):
+    """The heartbeat messages of hub nodes, numbered as ``@socket.io/cluster-adapter``'s
+    ``MessageType``."""
+
+    INITIAL_HEARTBEAT = 1
+    HEARTBEAT = 2
+    ADAPTER_CLOSE = 13
+
+
+@attrs.frozen
+class Heartbeat:
+    """A hub node's heartbeat.
+
+    Attributes:
+        uid: the node that sent it.
+        type: what it says: here now and asking the others to say so too, here still, or leaving.
+    """
+
+    uid: str
+    type: HeartbeatType
+
+
+def encode_heartbeat(uid: str, kind: HeartbeatType) -> bytes:
+    """A heartbeat as hub nodes publish it: JSON ``{uid, type}``."""
+    return encode_json({"uid": uid, "type": kind.value})
+
+
+def decode_heartbeat(data: bytes) -> Heartbeat:
+    """A heartbeat read on a heartbeat channel.
+
+    Raises:
+        MalformedMessage: not ``{uid, type}`` with a string uid and a known type.
+    """
+    body = decode_message(data)
+    uid = body.get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise MalformedMessage("a heartbeat has no uid")
+    raw_type = body.get("type")
+    try:
+        kind = HeartbeatType(raw_type if isinstance(raw_type, int) else -1)
+    except ValueError:
+        raise MalformedMessage(f"unknown heartbeat type {raw_type!r}") from None
+    return Heartbeat(uid, kind)
