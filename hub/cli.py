@@ -171,9 +171,13 @@ def _serve(args: argparse.Namespace) -> int:
             if args.demo:
                 assert isinstance(store, SQLiteStore)
                 print(seed_demo(store, config, addresses.internal_url), flush=True)
-            with trio.open_signal_receiver(signal.SIGTERM) as signals:
-                async for _ in signals:
-                    await hub.shutdown()
+            # SIGTERM: a graceful shutdown. SIGINT (Ctrl-C): stop now. Both handled here, not
+            # left to Python, which never raises KeyboardInterrupt in a process that started
+            # with SIGINT ignored (one started in the background by a shell).
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for number in signals:
+                    if number == signal.SIGTERM:
+                        await hub.shutdown()
                     nursery.cancel_scope.cancel()
                     break
 

@@ -11,12 +11,36 @@ import logging
 import random
 import time
 import urllib.parse
+from typing import Final
 
+import anyio
 import attrs
+import coredis.exceptions
+import trio
 
 from hub.cluster.wire import MalformedMessage
 
-__all__ = ["PUBLISHER", "SUBSCRIBER", "Backoff", "ClusterStatus", "Health", "describe", "redacted"]
+__all__ = [
+    "PUBLISHER",
+    "SUBSCRIBER",
+    "UNREACHABLE",
+    "Backoff",
+    "ClusterStatus",
+    "Health",
+    "describe",
+    "redacted",
+]
+
+UNREACHABLE: Final = (
+    coredis.exceptions.RedisError,
+    OSError,
+    TimeoutError,
+    trio.TooSlowError,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    anyio.EndOfStream,
+)
+"""What "Redis cannot be reached" looks like from coredis, trio and anyio."""
 
 log = logging.getLogger("hub.cluster")
 

@@ -45,9 +45,8 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-import anyio
 import coredis
 import coredis.exceptions
 import trio
@@ -57,6 +56,7 @@ from hub.cluster.errors import ClusterUnavailable
 from hub.cluster.health import (
     PUBLISHER,
     SUBSCRIBER,
+    UNREACHABLE,
     Backoff,
     ClusterStatus,
     Health,
@@ -87,16 +87,6 @@ it returns is the answer when the sender asked for one."""
 
 H = TypeVar("H", bound=ServerEventHandler)
 
-# What "Redis cannot be reached" looks like from coredis and trio.
-_UNREACHABLE: Final = (
-    coredis.exceptions.RedisError,
-    OSError,
-    TimeoutError,
-    trio.TooSlowError,
-    anyio.BrokenResourceError,
-    anyio.ClosedResourceError,
-    anyio.EndOfStream,
-)
 
 _BATCH_MESSAGES = 512
 _BATCH_BYTES = 1_000_000
@@ -509,7 +499,7 @@ class RedisCluster:
         try:
             with trio.fail_after(timeout):
                 await operation()
-        except* _UNREACHABLE as group:
+        except* UNREACHABLE as group:
             error = group
         return error
 
@@ -522,7 +512,7 @@ class RedisCluster:
         """Send the queue in order, as pipelines of everything queued, until one fails.
 
         Raises:
-            anything of ``_UNREACHABLE``: Redis did not take a batch (it is failed, and counted).
+            anything of ``UNREACHABLE``: Redis did not take a batch (it is failed, and counted).
         """
         while True:
             if not self._outbox:
@@ -558,7 +548,7 @@ class RedisCluster:
                 # A client of its own, closed when it fails (see _subscription).
                 async with self._new_client() as own:
                     await self._publish_batches(own)
-            except* _UNREACHABLE as group:
+            except* UNREACHABLE as group:
                 self.health.part_down(PUBLISHER, group)
             self._fail_queued(self.health.error or "unreachable")
             # Whatever broke the publisher may have left the subscription dead without a
@@ -721,7 +711,7 @@ class RedisCluster:
             error: BaseException | None = None
             try:
                 await self._subscription()
-            except* _UNREACHABLE as group:
+            except* UNREACHABLE as group:
                 error = group
             # Ended by an error, or on purpose (the publisher saw Redis go): subscribe again,
             # not at once, so that a link that keeps breaking does not spin.
@@ -769,7 +759,7 @@ class RedisCluster:
                 async with self._open_client() as client, trio.open_nursery() as nursery:
                     nursery.start_soon(self._publisher, client)
                     nursery.start_soon(self._subscriber)
-            except* _UNREACHABLE as group:
+            except* UNREACHABLE as group:
                 error = group
             except* Exception as group:
                 # Not an outage but a fault: logged in full; the node keeps serving its own

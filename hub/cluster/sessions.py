@@ -53,9 +53,8 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Final
+from typing import Any
 
-import anyio
 import attrs
 import coredis
 import coredis.exceptions
@@ -65,7 +64,7 @@ from coredis.retry import NoRetryPolicy
 from coredis.tokens import PureToken
 
 from hub.cluster.errors import ClusterUnavailable
-from hub.cluster.health import Backoff, describe, redacted
+from hub.cluster.health import UNREACHABLE, Backoff, describe, redacted
 from hub.engineio.outgoing import Outgoing
 from hub.server.recovery import Saved, SharedUnavailable, Stored
 
@@ -73,15 +72,6 @@ __all__ = ["RedisSessions", "SharedSession", "StreamRead"]
 
 log = logging.getLogger("hub.cluster")
 
-_UNREACHABLE: Final = (
-    coredis.exceptions.RedisError,
-    OSError,
-    TimeoutError,
-    trio.TooSlowError,
-    anyio.BrokenResourceError,
-    anyio.ClosedResourceError,
-    anyio.EndOfStream,
-)
 
 _BATCH = 1000
 """The most queued writes sent in one pipeline."""
@@ -401,7 +391,7 @@ class RedisSessions:
         try:
             with trio.fail_after(self.request_timeout):
                 return await operation(client)
-        except* _UNREACHABLE as group:
+        except* UNREACHABLE as group:
             raise SharedUnavailable(f"Redis cannot be reached: {describe(group)}") from None
 
     async def take(self, namespace: str, pid: str, ttl: float) -> tuple[SharedSession | None, bool]:
@@ -688,7 +678,7 @@ class RedisSessions:
         try:
             with trio.fail_after(timeout):
                 await operation()
-        except* _UNREACHABLE as group:
+        except* UNREACHABLE as group:
             error = group
         return error
 
