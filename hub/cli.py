@@ -166,15 +166,16 @@ def _serve(args: argparse.Namespace) -> int:
     install_tools(hub, os.environ, demo=args.demo)  # the Admin UI and the status page
 
     async def run() -> None:
-        async with trio.open_nursery() as nursery:
-            addresses = await nursery.start(hub.serve)
-            if args.demo:
-                assert isinstance(store, SQLiteStore)
-                print(seed_demo(store, config, addresses.internal_url), flush=True)
-            # SIGTERM: a graceful shutdown. SIGINT (Ctrl-C): stop now. Both handled here, not
-            # left to Python, which never raises KeyboardInterrupt in a process that started
-            # with SIGINT ignored (one started in the background by a shell).
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        # SIGTERM: a graceful shutdown. SIGINT (Ctrl-C): stop now. Both handled here, not left
+        # to Python, which never raises KeyboardInterrupt in a process that started with SIGINT
+        # ignored (one started in the background by a shell); and from before the hub listens,
+        # so that a signal sent as soon as it does is not lost.
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                addresses = await nursery.start(hub.serve)
+                if args.demo:
+                    assert isinstance(store, SQLiteStore)
+                    print(seed_demo(store, config, addresses.internal_url), flush=True)
                 async for number in signals:
                     if number == signal.SIGTERM:
                         await hub.shutdown()

@@ -266,13 +266,21 @@ async def test_serve_demo_prints_tokens_and_a_curl_that_works(
             await process.wait()
 
 
-async def test_serve_stops_cleanly_on_ctrl_c(env: dict[str, str]) -> None:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("started", ["plainly", "with SIGINT ignored"])
+async def test_serve_stops_cleanly_on_ctrl_c(env: dict[str, str], started: str) -> None:
+    # A shell's background job starts with SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt: hub serve must stop on it all the same.
     process = await trio.lowlevel.open_process(
         [*HUB, "serve", "--port", str(free_port())],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=_ignore_sigint if started != "plainly" else None,
     )
     try:
         stderr = Output(process.stderr)
