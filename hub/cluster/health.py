@@ -11,7 +11,8 @@ import logging
 import random
 import time
 import urllib.parse
-from typing import Final
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
 
 import anyio
 import attrs
@@ -27,6 +28,7 @@ __all__ = [
     "Backoff",
     "ClusterStatus",
     "Health",
+    "attempt",
     "describe",
     "redacted",
 ]
@@ -41,6 +43,18 @@ UNREACHABLE: Final = (
     anyio.EndOfStream,
 )
 """What "Redis cannot be reached" looks like from coredis, trio and anyio."""
+
+
+async def attempt(operation: Callable[[], Awaitable[Any]], timeout: float) -> BaseException | None:
+    """Run ``operation`` within ``timeout``; the error when Redis could not be reached."""
+    error: BaseException | None = None
+    try:
+        with trio.fail_after(timeout):
+            await operation()
+    except* UNREACHABLE as group:
+        error = group
+    return error
+
 
 log = logging.getLogger("hub.cluster")
 

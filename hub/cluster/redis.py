@@ -60,6 +60,7 @@ from hub.cluster.health import (
     Backoff,
     ClusterStatus,
     Health,
+    attempt,
     describe,
     redacted,
 )
@@ -389,7 +390,7 @@ class RedisCluster:
         async def ask() -> None:
             counts.update(await client.pubsub_numsub(channel))
 
-        error = await self._attempt(ask, self.request_timeout)
+        error = await attempt(ask, self.request_timeout)
         if error is not None:
             raise ClusterUnavailable(f"Redis cannot be reached: {describe(error)}")
         for name, count in counts.items():
@@ -491,18 +492,6 @@ class RedisCluster:
         self._outbox.clear()
         self._fail(batch, error)
 
-    async def _attempt(
-        self, operation: Callable[[], Awaitable[Any]], timeout: float
-    ) -> BaseException | None:
-        """Run ``operation`` within ``timeout``; the error when Redis could not be reached."""
-        error: BaseException | None = None
-        try:
-            with trio.fail_after(timeout):
-                await operation()
-        except* UNREACHABLE as group:
-            error = group
-        return error
-
     async def _send(self, client: coredis.Redis[bytes], batch: list[_Outgoing]) -> None:
         async with client.pipeline(transaction=False) as pipe:
             for item in batch:
@@ -534,7 +523,7 @@ class RedisCluster:
         backoff = Backoff(self.reconnect_delay, self.max_reconnect_delay)
         while True:
             if PUBLISHER not in self.health.up:
-                error = await self._attempt(client.ping, self.connect_timeout)
+                error = await attempt(client.ping, self.connect_timeout)
                 self._publisher_tried.set()
                 if error is not None:
                     self.health.part_down(PUBLISHER, error)
@@ -614,7 +603,7 @@ class RedisCluster:
                 for channel, payload in messages:
                     pipe.publish(channel, payload)
 
-        error = await self._attempt(send, _GOODBYE_SECONDS)
+        error = await attempt(send, _GOODBYE_SECONDS)
         if error is not None:
             log.debug("the goodbye of cluster node %s was not sent: %s", self.uid, describe(error))
 

@@ -64,7 +64,7 @@ from coredis.retry import NoRetryPolicy
 from coredis.tokens import PureToken
 
 from hub.cluster.errors import ClusterUnavailable
-from hub.cluster.health import UNREACHABLE, Backoff, describe, redacted
+from hub.cluster.health import UNREACHABLE, Backoff, attempt, describe, redacted
 from hub.engineio.outgoing import Outgoing
 from hub.server.recovery import Saved, SharedUnavailable, Stored
 
@@ -673,20 +673,11 @@ class RedisSessions:
         self._queue.clear()
         self._done(batch, ok=False)
 
-    async def _attempt(self, operation: Callable[[], Any], timeout: float) -> BaseException | None:
-        error: BaseException | None = None
-        try:
-            with trio.fail_after(timeout):
-                await operation()
-        except* UNREACHABLE as group:
-            error = group
-        return error
-
     async def _writer(self, client: coredis.Redis[bytes]) -> None:
         backoff = Backoff(self.reconnect_delay, self.max_reconnect_delay)
         while True:
             if not self.available:
-                error = await self._attempt(client.ping, self.connect_timeout)
+                error = await attempt(client.ping, self.connect_timeout)
                 self._tried.set()
                 if error is not None:
                     self._down(error)
@@ -704,7 +695,7 @@ class RedisSessions:
 
     async def _write_queued(self, client: coredis.Redis[bytes]) -> None:
         batch = self._take_batch()
-        error = await self._attempt(
+        error = await attempt(
             lambda: self._write(client, batch), self.request_timeout + len(batch) / 1000
         )
         if error is not None:
@@ -732,7 +723,7 @@ class RedisSessions:
                     pipe.xadd(key, {"e": repr(now)}, identifier=f"{next + 1}-0")
                     pipe.expire(key, self._ttl + _STREAM_MARGIN)
 
-        error = await self._attempt(end, self.request_timeout)
+        error = await attempt(end, self.request_timeout)
         if error is not None:
             log.warning("the end of this node's recovery streams not written: %s", describe(error))
 
