@@ -25,9 +25,16 @@ async def test_a_client_that_vanishes_is_let_go_with_all_it_held(
 ) -> None:
     node_command()
     seen = Seen()
-    # A client gone silent also leaves idle HTTP keep-alive connections (polling): they are
-    # let go at the keep-alive timeout.
-    server = hub.Server(ping_interval=PING_INTERVAL, ping_timeout=PING_TIMEOUT, keepalive_timeout=1)
+    # A client gone silent also leaves HTTP connections behind (polling): idle between
+    # requests, just opened with no request yet, or with a request half sent, if it stopped
+    # mid-write. Each is let go at its timeout.
+    server = hub.Server(
+        ping_interval=PING_INTERVAL,
+        ping_timeout=PING_TIMEOUT,
+        keepalive_timeout=1,
+        header_timeout=1,
+        body_timeout=1,
+    )
 
     @server.on("connect")
     def connect(socket: hub.Socket, auth: dict[str, Any]) -> None:
@@ -53,7 +60,7 @@ async def test_a_client_that_vanishes_is_let_go_with_all_it_held(
             after = await footprint(server)
             # The session's tasks are gone now; the TCP connection's own task waits for the
             # answer to its close frame (a WebSocket), at most the close timeout (5 s), or for
-            # a next request (polling), at most the keep-alive timeout.
+            # the rest of a request (polling), at most the timeouts above.
             with trio.move_on_after(6):
                 while count_tasks(serving) > tasks_before:
                     await trio.sleep(0.05)
