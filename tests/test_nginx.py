@@ -33,6 +33,7 @@ from interop.harness import CONNECT_TIMEOUT, STEP_TIMEOUT, ClientProcess, node_c
 from support.cluster import (
     EMIT_TOKEN,
     Cluster,
+    LogLine,
     Node,
     hub_env,
     nginx_binary,
@@ -250,11 +251,15 @@ async def test_each_transport_connects_through_nginx_and_stays_on_one_node(
         assert [e["args"][:1] for e in client.events("where")] == [[{"node": node.id}]]
         lost_nothing(client)
 
-    routed = cluster.check_affinity()
-    if mode != "websocket":  # a WebSocket-only session makes one request, without a sid
+    def upgraded(line: LogLine) -> bool:
+        return line.transport == "websocket" and line.status == 101
+
+    # (a WebSocket-only session makes one request, without a sid: nothing to wait for)
+    routed = await cluster.check_affinity(upgraded if mode == "upgrade" else lambda line: True)
+    if mode != "websocket":
         assert any(line.transport == "polling" for line in routed)
     if mode == "upgrade":  # the upgrade carries the sid of the polling session
-        assert any(line.transport == "websocket" and line.status == 101 for line in routed)
+        assert any(upgraded(line) for line in routed)
 
 
 async def test_many_polling_clients_spread_over_the_nodes_and_keep_their_sessions(
@@ -302,7 +307,7 @@ async def test_many_polling_clients_spread_over_the_nodes_and_keep_their_session
         for trouble in ("connect_error", "disconnect", "reconnect_attempt"):
             assert swarm.seen(trouble) == [], swarm.report()
 
-    routed = cluster.check_affinity()
+    routed = await cluster.check_affinity(lambda line: True)
     assert sum(line.transport == "polling" for line in routed) >= 2 * count
     assert all(line.status != 400 for line in routed if line.sid[:2] in spread)
 
@@ -345,7 +350,8 @@ async def test_a_sid_of_no_known_node_is_an_unknown_session(cluster: Cluster) ->
         response = await http.get("/socket.io/?EIO=4&transport=polling&sid=n2.abc")
         assert response.status_code == 400
         assert response.json() == {"code": 1, "message": "Session ID unknown"}
-    (line,) = [line for line in cluster.nginx.access_log() if line.sid == "n2.abc"]
+    logged = await cluster.nginx.logged(lambda line: line.sid == "n2.abc")
+    (line,) = [line for line in logged if line.sid == "n2.abc"]
     assert line.node == cluster.node("n2").address
 
 
@@ -390,7 +396,8 @@ async def test_the_hub_sees_the_client_address_and_only_its_proxy_may_say_it(
     listed = await sockets_by_node(cluster, "frank")
     addresses = sorted(socket["address"] for sockets in listed.values() for socket in sockets)
     assert addresses == ["10.1.1.1", "127.0.0.3", "127.0.0.4"]
-    assert any(line.client == "127.0.0.3" for line in cluster.nginx.access_log())
+    logged = await cluster.nginx.logged(lambda line: line.client == "127.0.0.3")
+    assert any(line.client == "127.0.0.3" for line in logged)
 
 
 async def test_a_session_whose_node_is_gone_is_unknown_and_the_client_moves_on(
@@ -433,7 +440,8 @@ async def test_a_session_whose_node_is_gone_is_unknown_and_the_client_moves_on(
                 for _ in range(3):
                     assert (await handshake(http)).startswith(survivor.id + ".")
         # nginx answered for the dead node: its request went there, and got the 400.
-        *_, lost = [line for line in two.nginx.access_log() if line.sid == lost_sid]
+        logged = await two.nginx.logged(lambda line: line.sid == lost_sid)
+        *_, lost = [line for line in logged if line.sid == lost_sid]
         assert (lost.node, lost.status) == (gone.address, 400)
 
 

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import trio
 from interop.harness import CONNECT_TIMEOUT, STEP_TIMEOUT, ClientProcess, node_command, open_client
-from support.cluster import EMIT_TOKEN, Cluster, Node, start_cluster
+from support.cluster import EMIT_TOKEN, Cluster, LogLine, Node, start_cluster
 from support.redis_server import RedisServer, redis_server
 
 AUTH = {"Authorization": f"Bearer {EMIT_TOKEN}"}
@@ -150,9 +150,12 @@ async def test_each_tab_gets_each_emit_once_from_whichever_node(
             assert received == sent, (name, where[name], received)
             lost_nothing(client)
 
-    routed = cluster.check_affinity()
+    def upgraded(line: LogLine) -> bool:
+        return line.transport == "websocket" and line.status == 101
+
+    routed = await cluster.check_affinity(upgraded)
     assert any(line.transport == "polling" for line in routed)
-    assert any(line.transport == "websocket" and line.status == 101 for line in routed)
+    assert any(upgraded(line) for line in routed)
 
 
 async def test_except_and_rooms_reach_across_nodes(

@@ -19,12 +19,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import attrs
 import pytest
+import trio
 
 from hub.app.auth import AuthSettings, mint_token
 from hub.app.store import SQLiteStore
@@ -166,6 +167,15 @@ class Nginx:
             )
         return lines
 
+    async def logged(self, wanted: Callable[[LogLine], bool], timeout: float = 10) -> list[LogLine]:
+        """The access log once a line is ``wanted``: nginx writes a request's line after the
+        response is sent (a WebSocket's, once it is closed), so it can come after the client
+        has its answer."""
+        with trio.move_on_after(timeout):
+            while not any(wanted(line) for line in self.access_log()):
+                await trio.sleep(0.05)
+        return self.access_log()
+
     def error_log(self) -> str:
         path = self.prefix / "error.log"
         return path.read_text() if path.exists() else ""
@@ -194,21 +204,23 @@ class Cluster:
     def token(self, user: str) -> str:
         return mint_token(user, self.auth, email=f"{user}@example.test", expires_in=3600)
 
-    def check_affinity(self) -> list[LogLine]:
-        """Assert that nginx sent every request of a session to the node named by its sid.
+    async def check_affinity(self, wanted: Callable[[LogLine], bool]) -> list[LogLine]:
+        """Assert that nginx sent every request of a session to the node named by its sid,
+        once a line of the log is ``wanted`` (see :meth:`Nginx.logged`).
 
         Returns:
             The access log's lines that carry a sid of a known node.
         """
         by_id = {node.id: node.address for node in self.nodes}
-        routed = []
-        for line in self.nginx.access_log():
+
+        def routed(line: LogLine) -> bool:
             prefix, dot, _ = line.sid.partition(".")
-            if line.sid == "-" or not dot or prefix not in by_id:
-                continue
-            assert line.node == by_id[prefix], f"{line} went to {line.node}, not its node"
-            routed.append(line)
-        return routed
+            return line.sid != "-" and bool(dot) and prefix in by_id
+
+        lines = await self.nginx.logged(lambda line: routed(line) and wanted(line))
+        for line in filter(routed, lines):
+            assert line.node == by_id[line.sid.partition(".")[0]], f"{line} went to {line.node}"
+        return [line for line in lines if routed(line)]
 
     def logs(self) -> str:
         """Every process's log, for failure messages."""
