@@ -21,6 +21,7 @@ import trio
 from support.hub_nodes import Member, start_node
 from support.redis_server import RedisServer, redis_server
 
+from hub.app.metrics import HubCollector, cluster_state
 from hub.cluster.wire import EMITTER_UID, encode_broadcast
 from hub.protocol import Event
 
@@ -105,6 +106,12 @@ async def test_a_node_far_behind_drops_broadcasts_says_so_and_catches_up(
     assert len(received) + status.dropped_received == count
     assert len(received) < count
     assert status.backlog <= 20
+    # Both are on the metrics page.
+    state = cluster_state(b.cluster)
+    assert state is not None
+    samples = {s.name: s.value for f in HubCollector._cluster(state) for s in f.samples}
+    assert samples["hub_cluster_messages_dropped_received_total"] == status.dropped_received
+    assert samples["hub_cluster_receive_backlog"] == status.backlog
     warnings = [r.getMessage() for r in caplog.records if b.cluster.uid in r.getMessage()]
     assert len([w for w in warnings if "messages behind Redis" in w]) == 1, warnings
     assert len([w for w in warnings if "caught up" in w]) == 1, warnings

@@ -130,6 +130,9 @@ class ClusterState:
         queued: messages waiting to be published now.
         published: messages published to the other nodes, when the cluster counts them.
         received: messages read from the other nodes, when the cluster counts them.
+        dropped_received: broadcasts read from the other nodes and not delivered, because this
+            node was too far behind Redis.
+        backlog: messages read from Redis and not yet handled.
         error: the last error while not connected.
     """
 
@@ -141,6 +144,8 @@ class ClusterState:
     queued: int | None = None
     published: int | None = None
     received: int | None = None
+    dropped_received: int | None = None
+    backlog: int | None = None
     error: str | None = None
 
 
@@ -210,7 +215,8 @@ def cluster_state(cluster: object) -> ClusterState | None:
     """Read a cluster's ``status``, whatever of its fields it has (None without a status).
 
     The fields read: ``connected``, ``since``, ``dropped`` (required); ``outages``,
-    ``malformed``, ``queued``, ``published``, ``received``, ``error`` (optional).
+    ``malformed``, ``queued``, ``published``, ``received``, ``dropped_received``, ``backlog``,
+    ``error`` (optional).
     """
     status = getattr(cluster, "status", None)
     if status is None or not hasattr(status, "connected"):
@@ -229,6 +235,8 @@ def cluster_state(cluster: object) -> ClusterState | None:
         queued=optional_int("queued"),
         published=optional_int("published"),
         received=optional_int("received"),
+        dropped_received=optional_int("dropped_received"),
+        backlog=optional_int("backlog"),
         error=getattr(status, "error", None),
     )
 
@@ -440,6 +448,11 @@ class HubCollector(Collector):
                 "Cross-node messages received from other nodes",
                 state.received,
             ),
+            (
+                "hub_cluster_messages_dropped_received_total",
+                "Broadcasts from other nodes not delivered: this node was too far behind Redis",
+                state.dropped_received,
+            ),
         )
         for name, help_text, value in optional:
             if value is not None:
@@ -447,6 +460,12 @@ class HubCollector(Collector):
         if state.queued is not None:
             yield GaugeMetricFamily(
                 "hub_cluster_publish_queue", "Messages waiting to be published", state.queued
+            )
+        if state.backlog is not None:
+            yield GaugeMetricFamily(
+                "hub_cluster_receive_backlog",
+                "Messages read from Redis and not yet handled",
+                state.backlog,
             )
 
 
