@@ -27,8 +27,9 @@ For every emit the endpoint took and every tab in one of its rooms, the pair is:
 Recovery: a **drop** (``socket.io.engine.close()``) of a tab that had received an event in the
 last :data:`OFFSET_HORIZON` (so its client holds an offset the hub still keeps) must come back
 with ``socket.recovered`` true; one that did not is a **drop not recovered**. A tab that had
-received nothing holds no offset: the stock client then sends ``{pid}`` alone, which neither
-socket.io nor the hub can recover (**drops without offset**, counted apart).
+received nothing holds no offset: the stock client then sends ``{pid}`` alone. Node's socket.io
+never recovers that; the hub does while it still keeps every packet since the session began.
+Such a tab, back without recovery, is a **drop without offset**, counted apart.
 
 Besides: **out of order** is an event received after one whose request was sent after this
 one's answer (the endpoint had delivered this one, on every node it counted, before the other
