@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -205,6 +206,64 @@ async def test_concurrent_lookups_and_aclose(store: SQLiteStore) -> None:
     await store.aclose()
     with pytest.raises(StoreError, match="closed"):
         await store.get_user("alice")
+
+
+async def test_lookups_answer_during_an_admin_write_and_see_it_once_committed(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
+    # A ``hub`` command of another process, in the middle of its write transaction.
+    other = sqlite3.connect(tmp_path / "hub.sqlite3", isolation_level=None)
+    try:
+        other.execute("BEGIN EXCLUSIVE")
+        other.execute("UPDATE users SET enabled = 0 WHERE id = 'bob'")
+        with trio.fail_after(1):
+            assert await store.can_access_project("bob", "p1")
+        other.execute("COMMIT")
+        # The very next lookup sees it: bob is disabled, his access gone.
+        assert not await store.can_access_project("bob", "p1")
+        assert await store.get_user("bob") == User("bob", None, False)
+    finally:
+        other.close()
+
+
+async def test_a_lookup_that_must_wait_does_not_stop_the_event_loop() -> None:
+    store = SQLiteStore(":memory:")  # one connection, shared with the admin methods
+    store.add_user("alice")
+    held, release = threading.Event(), threading.Event()
+
+    def admin() -> None:  # an admin call in another thread, holding the connection
+        with store._transaction("hold the store"):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=admin)
+    thread.start()
+    assert held.wait(10)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.sleep(0.01)
+
+    async def let_go() -> None:
+        await trio.sleep(0.3)
+        release.set()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ticker)
+            nursery.start_soon(let_go)
+            with trio.fail_after(10):
+                user = await store.get_user("alice")
+            nursery.cancel_scope.cancel()
+    finally:
+        release.set()
+        thread.join()
+    assert user == User("alice", None, True)
+    assert ticks >= 5  # the loop went on while the lookup waited (about 30 in 0.3 s)
+    store.close()
 
 
 def test_open_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -191,14 +191,17 @@ SELECT EXISTS (
 class SQLiteStore:
     """The embedded access store: one SQLite file (or ``":memory:"``).
 
-    Threads: the async lookups run in a worker thread (``trio.to_thread.run_sync``), one at a time
-    (a :class:`trio.CapacityLimiter` of 1, so waiting lookups queue in trio and stay
-    cancellable), on the store's single connection, which a :class:`threading.Lock` guards
-    against the synchronous admin methods. The lookups are sub-millisecond primary-key reads,
-    but the file is shared with the ``hub`` admin commands of other processes, and a read that
-    meets a slow disk or a held lock must not stall every socket of the event loop. A file
-    database uses WAL journaling, so an admin write does not block the server's reads;
-    ``busy_timeout`` bounds the wait for a lock to 5 seconds, after which :class:`StoreError`.
+    Threads: an async lookup is read at once, in the event loop's thread, on a read-only
+    connection of its own that never waits for a lock (``busy_timeout`` 0): a primary-key read
+    of pages in the cache, about 10 µs. A file database uses WAL journaling, so an admin write
+    (of this process or of a ``hub`` command in another) does not block it. Only a lookup that
+    would wait (the database locked, or the reader in use by another thread) goes to a worker
+    thread (``trio.to_thread.run_sync``), one at a time (a :class:`trio.CapacityLimiter` of 1,
+    so waiting lookups queue in trio and stay cancellable), on the store's main connection,
+    where ``busy_timeout`` bounds the wait for a lock to 5 seconds, after which
+    :class:`StoreError`. Why not always the thread: a worker needs the GIL back several times
+    per lookup, and a busy event loop hands it over only every switch interval (5 ms), so a
+    lookup took tens of milliseconds, one at a time, exactly when the hub was busiest.
 
     Access needs the user to exist and be enabled as well as ownership or an accepted share, so
     disabling a user revokes their access too.
@@ -221,9 +224,22 @@ class SQLiteStore:
             raise StoreError(f"cannot open database {self.path}: {exc}") from None
         try:
             self._create_schema()
+            self._reader, self._reader_lock = self._open_reader()
         except BaseException:
             self._conn.close()
             raise
+
+    def _open_reader(self) -> tuple[sqlite3.Connection, threading.Lock]:
+        """The connection the lookups read on at once, and its lock (a private in-memory
+        database has one connection: the main one, under the main lock)."""
+        if self.path in (":memory:", ""):
+            return self._conn, self._lock
+        try:
+            reader = sqlite3.connect(self.path, timeout=0, check_same_thread=False)
+            reader.execute("PRAGMA query_only = ON")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from None
+        return reader, threading.Lock()
 
     def _create_schema(self) -> None:
         with self._transaction("set up the schema") as conn:
@@ -255,9 +271,32 @@ class SQLiteStore:
         with self._transaction(what) as conn:
             return list(conn.execute(sql, params).fetchall())
 
+    def _read_now(
+        self, what: str, sql: str, params: dict[str, str]
+    ) -> list[tuple[object, ...]] | None:
+        """The rows, read on the reader without waiting; None when that would wait."""
+        if not self._reader_lock.acquire(blocking=False):
+            return None
+        try:
+            return list(self._reader.execute(sql, params).fetchall())
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                return None
+            raise StoreError(f"cannot {what} in database {self.path}: {exc}") from None
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot {what} in database {self.path}: {exc}") from None
+        finally:
+            self._reader_lock.release()
+
     async def _aquery(
         self, what: str, sql: str, params: dict[str, str]
     ) -> list[tuple[object, ...]]:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not self._limiter.borrowed_tokens:  # (a lookup in the thread goes first: order)
+            rows = self._read_now(what, sql, params)
+            if rows is not None:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return rows
         return await trio.to_thread.run_sync(self._query, what, sql, params, limiter=self._limiter)
 
     # -- AccessStore
@@ -410,9 +449,11 @@ class SQLiteStore:
         return [Batch(batch_id, project_id) for batch_id, project_id in rows]
 
     def close(self) -> None:
-        """Close the connection; the store is unusable afterwards."""
+        """Close the connections; the store is unusable afterwards."""
         with self._lock:
             self._conn.close()
+        with self._reader_lock:
+            self._reader.close()
 
 
 def _user(row: tuple[object, ...]) -> User:
