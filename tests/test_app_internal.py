@@ -331,6 +331,25 @@ async def test_a_batch_answers_per_item_and_in_order(hub: Running) -> None:
     await hub.quiet(alice1, alice2, bob)
 
 
+async def test_a_large_batch_reaches_each_tab_whole_and_in_order(hub: Running) -> None:
+    alice1, alice2, bob = await hub.tab("alice"), await hub.tab("alice"), await hub.tab("bob")
+    # On one node a batch is written at the end, one write per tab for all its emits.
+    batch = [
+        {"event": "custom", "data": n, "to": ["user:bob" if n % 3 == 0 else "user:alice"]}
+        for n in range(90)
+    ]
+    batch[45] = {"event": "custom", "data": 45, "to": ["user:alice"], "except": [alice1.sid]}
+    answer = await hub.ok("POST", "emit", batch)
+    assert answer["delivered"] == 29 + 2 * 60 + 1
+    for tab, want in [
+        (alice1, [n for n in range(90) if n % 3 and n != 45]),
+        (alice2, [n for n in range(90) if n % 3 or n == 45]),
+        (bob, [n for n in range(90) if n % 3 == 0 and n != 45]),
+    ]:
+        assert [await tab.event() for _ in want] == [("custom", n) for n in want]
+    await hub.quiet(alice1, alice2, bob)
+
+
 @pytest.mark.parametrize(
     ("second", "status", "code", "field"),
     [

@@ -195,3 +195,53 @@ async def test_a_broadcast_emitted_while_one_waits_is_written_with_it(
     assert clients[1].events == [["big", 2]]  # it joined after the first
     for client in clients[2:]:
         assert client.events == [["big", 1], ["big", 2]]
+
+
+async def test_a_batch_of_emits_keeps_each_sockets_order(nursery: trio.Nursery) -> None:
+    server, clients = await _room(nursery, broadcast_slice=SLICE)
+    adapter = server.main.adapter
+    sockets = [server.main.sockets[client.sid] for client in clients]
+    with adapter.batched():  # as the emit endpoint sends a batch: nothing awaited within
+        for pair in range(CLIENTS // 2):
+            assert server.to(f"pair:{pair}").emit("small", pair, 1) == 2
+        server.to("pair:1").volatile.emit("volatile", 1)  # written after what was kept
+        assert server.to("all").emit("big", 1) == CLIENTS  # more than a slice: queued
+        for pair in range(CLIENTS // 2):
+            server.to(f"pair:{pair}").emit("small", pair, 2)
+        sockets[0].emit("direct", 0)
+        server.to("pair:2").emit("small", 2, 3)
+    assert not adapter._batch
+    for number, client in enumerate(clients):
+        pair = number // 2
+        want = [["small", pair, 1], ["big", 1], ["small", pair, 2]]
+        if pair == 1:
+            want.insert(1, ["volatile", 1])
+        if number == 0:
+            want.append(["direct", 0])
+        if pair == 2:
+            want.append(["small", 2, 3])
+        await _receive_all([client], len(want))
+        assert client.events == want, number
+
+
+async def test_a_batch_to_small_rooms_is_written_when_it_ends(nursery: trio.Nursery) -> None:
+    server, clients = await _room(nursery, broadcast_slice=SLICE)
+    adapter = server.main.adapter
+    sockets = [server.main.sockets[client.sid] for client in clients]
+    with adapter.batched():
+        for n in range(5):
+            server.to("pair:0").emit("small", n)
+        server.to("pair:1").volatile.emit("volatile", 1)  # nothing waits: written
+        server.to("pair:0").emit("small", 5)
+        with adapter.batched():  # a batch within a batch is the same batch
+            server.to("pair:1").emit("small", 6)
+        # Kept until the end, one write per socket then.
+        assert all(socket.client.engine.write_frame is not None for socket in sockets[:4])
+        assert set(adapter._batch or {}) == set(sockets[:4])
+    await _receive_all(clients[:2], 6)
+    await _receive_all(clients[2:4], 2)
+    for client in clients[:2]:
+        assert client.events == [["small", n] for n in range(6)]
+    for client in clients[2:4]:
+        assert client.events == [["volatile", 1], ["small", 6]]
+    assert all(client.events == [] for client in clients[4:])

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from time import perf_counter
 from typing import TYPE_CHECKING
 
@@ -95,6 +96,35 @@ class LocalAdapter:
         self._queued = 0  # writes still to do in the backlog
         self.stats = Stats()
         self.recovery: Recovery | None = None
+        self._batch: dict[Socket, list[bytes]] | None = None
+
+    @contextmanager
+    def batched(self) -> Iterator[None]:
+        """Within the block (which must not await), the WebSocket frames that broadcasts write
+        inline are kept per socket and written at its end, one ``send()`` per socket: several
+        emits to one small room (a batch through the emit endpoint) cost one system call per
+        recipient instead of one per emit. Each socket's order holds: anything that would
+        write around the kept frames (a queued broadcast, a direct emit, a volatile one)
+        writes them first."""
+        if self._batch is not None:
+            yield  # within a batch already
+            return
+        self._batch = {}
+        try:
+            yield
+        finally:
+            self._flush_batch()
+            self._batch = None
+
+    def _flush_batch(self) -> None:
+        batch = self._batch
+        if not batch:
+            return
+        self._batch = {}
+        for socket, frames in batch.items():
+            write = socket.client.engine.write_frame
+            if write is not None:  # (else its connection ended meanwhile)
+                write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def add(self, socket: Socket, room: str) -> None:
         self.rooms.setdefault(room, {})[socket.id] = socket
@@ -186,6 +216,8 @@ class LocalAdapter:
             targets: list[Socket] = list(members.values()) if members else []
         else:
             targets = list(self.targets(rooms, except_rooms, exclude, everyone))
+        if self._batch and (self.backlog or volatile or len(targets) > self.slice_size):
+            self._flush_batch()  # what goes around the batch goes after what it holds
         if self.backlog:
             # Emitted faster than delivered (one emit per scheduler turn to a big room, as an
             # emitting loop does). A big broadcast while one waits: both are written now,
@@ -220,6 +252,20 @@ class LocalAdapter:
             return count
         if len(messages) == 1:
             frame = messages[0].frame
+            batch = self._batch
+            if batch is not None:
+                for socket in targets:
+                    if socket.connected:
+                        if socket.client.engine.write_frame is not None:
+                            kept = batch.get(socket)
+                            if kept is None:
+                                batch[socket] = [frame]
+                            else:
+                                kept.append(frame)
+                        else:
+                            socket._write_encoded(messages)
+                        count += 1
+                return count
             for socket in targets:
                 if socket.connected:
                     write = socket.client.engine.write_frame
@@ -229,6 +275,8 @@ class LocalAdapter:
                         socket._write_encoded(messages)
                     count += 1
             return count
+        if self._batch:
+            self._flush_batch()  # (binary attachments: written as they come)
         for socket in targets:
             if socket.connected:
                 socket._write_encoded(messages)
@@ -238,6 +286,8 @@ class LocalAdapter:
     def send_direct(self, socket: Socket, messages: list[Outgoing]) -> bool:
         """Queue one socket's own packet behind the backlog, if there is one (so it cannot
         overtake a broadcast emitted before it). Returns False when it may be written now."""
+        if self._batch:
+            self._flush_batch()
         if not self.backlog:
             return False
         return self._enqueue(_Delivery([socket], messages, direct=True))

@@ -193,8 +193,11 @@ class Socket:
         Returns:
             Whether it was sent.
         """
-        if self.namespace.adapter.backlog:
+        adapter = self.namespace.adapter
+        if adapter.backlog:
             return False  # it would wait behind a large broadcast: dropped, as volatile is
+        if adapter._batch:
+            adapter._flush_batch()
         return self._send_volatile(
             encode_outgoing(Event(event, args, namespace=self.namespace.name))
         )
