@@ -15,10 +15,11 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
-from support.hub_nodes import Member, start_node
+from support.hub_nodes import Member, Node, start_node
 from support.redis_server import RedisServer, redis_server
 
 from hub.app.metrics import HubCollector, cluster_state
@@ -32,15 +33,24 @@ def redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
 
 
-async def test_a_burst_arrives_whole_and_in_order(
-    nursery: trio.Nursery, redis: RedisServer
-) -> None:
+async def two_nodes(
+    nursery: trio.Nursery, redis: RedisServer, **b_options: Any
+) -> tuple[Node, Node, Member]:
+    """Node a, node b (``b_options`` go to its cluster) with a member of ``room``, once each
+    node counts both."""
+    b = await start_node(nursery, redis.url, **b_options)
     a = await start_node(nursery, redis.url)
-    b = await start_node(nursery, redis.url)
     b1 = await Member.connect(nursery, b, "room")
     with trio.fail_after(5):
         while await a.cluster.server_count() != 2:
             await trio.sleep(0.01)
+    return a, b, b1
+
+
+async def test_a_burst_arrives_whole_and_in_order(
+    nursery: trio.Nursery, redis: RedisServer
+) -> None:
+    a, b, b1 = await two_nodes(nursery, redis)
 
     count = 3000
     for n in range(count):
@@ -78,12 +88,7 @@ async def test_a_node_far_behind_drops_broadcasts_says_so_and_catches_up(
     nursery: trio.Nursery, redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="hub.cluster")
-    b = await start_node(nursery, redis.url, max_backlog=20)
-    a = await start_node(nursery, redis.url)
-    b1 = await Member.connect(nursery, b, "room")
-    with trio.fail_after(5):
-        while await a.cluster.server_count() != 2:
-            await trio.sleep(0.01)
+    a, b, b1 = await two_nodes(nursery, redis, max_backlog=20)
 
     count = 600
     burst = [

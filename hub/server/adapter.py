@@ -113,10 +113,11 @@ class LocalAdapter:
         try:
             yield
         finally:
-            self._flush_batch()
+            self.flush_batch()
             self._batch = None
 
-    def _flush_batch(self) -> None:
+    def flush_batch(self) -> None:
+        """Write what the batch in progress keeps (nothing outside a batch)."""
         batch = self._batch
         if not batch:
             return
@@ -217,7 +218,7 @@ class LocalAdapter:
         else:
             targets = list(self.targets(rooms, except_rooms, exclude, everyone))
         if self._batch and (self.backlog or volatile or len(targets) > self.slice_size):
-            self._flush_batch()  # what goes around the batch goes after what it holds
+            self.flush_batch()  # what goes around the batch goes after what it holds
         if self.backlog:
             # Emitted faster than delivered (one emit per scheduler turn to a big room, as an
             # emitting loop does). A big broadcast while one waits: both are written now,
@@ -276,7 +277,7 @@ class LocalAdapter:
                     count += 1
             return count
         if self._batch:
-            self._flush_batch()  # (binary attachments: written as they come)
+            self.flush_batch()  # (binary attachments: written as they come)
         for socket in targets:
             if socket.connected:
                 socket._write_encoded(messages)
@@ -287,7 +288,7 @@ class LocalAdapter:
         """Queue one socket's own packet behind the backlog, if there is one (so it cannot
         overtake a broadcast emitted before it). Returns False when it may be written now."""
         if self._batch:
-            self._flush_batch()
+            self.flush_batch()
         if not self.backlog:
             return False
         return self._enqueue(_Delivery([socket], messages, direct=True))

@@ -196,8 +196,7 @@ class Socket:
         adapter = self.namespace.adapter
         if adapter.backlog:
             return False  # it would wait behind a large broadcast: dropped, as volatile is
-        if adapter._batch:
-            adapter._flush_batch()
+        adapter.flush_batch()  # (what a batch keeps goes first)
         return self._send_volatile(
             encode_outgoing(Event(event, args, namespace=self.namespace.name))
         )
